@@ -1,0 +1,5 @@
+import sys
+
+from hf_hardneg.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the `hf-hardneg` CLI; each module defines ``register(subparsers)``."""
