@@ -1,3 +1,53 @@
-"""hf_hardneg: hard-negative captions for contrastive vision-language training."""
+"""hf_hardneg: hard-negative captions for contrastive vision-language training.
+
+Public names are imported lazily so that ``import hf_hardneg`` stays cheap
+(no torch or transformers import until a training or evaluation name is used).
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    # concepts and substitution rules
+    "Concept": "hf_hardneg.concepts",
+    "CONCEPTS": "hf_hardneg.concepts",
+    "get_concept": "hf_hardneg.concepts",
+    "load_concepts": "hf_hardneg.concepts",
+    "combine_concepts": "hf_hardneg.concepts",
+    "find_keywords": "hf_hardneg.substitution",
+    "enumerate_negatives": "hf_hardneg.substitution",
+    "sample_negatives": "hf_hardneg.substitution",
+    "HardNegativeTransform": "hf_hardneg.substitution",
+    "add_hard_negatives": "hf_hardneg.substitution",
+    "keep_rows_with_keywords": "hf_hardneg.substitution",
+    # data
+    "load_coco_captions": "hf_hardneg.data",
+    "load_inpaintcoco": "hf_hardneg.data",
+    # training
+    "HardNegativeContrastiveLoss": "hf_hardneg.loss",
+    "HardNegativeSigmoidLoss": "hf_hardneg.loss",
+    "HardNegativeCollator": "hf_hardneg.collator",
+    "HardNegCLIPConfig": "hf_hardneg.config",
+    "HardNegCLIPTrainer": "hf_hardneg.trainer",
+    # evaluation
+    "evaluate_model": "hf_hardneg.evaluation",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hf_hardneg' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(__all__)

@@ -1,0 +1,128 @@
+"""`hf-hardneg stats`: how many captions of a file each concept can turn into hard negatives.
+
+Answers "is this concept worth training on this data?" before any training: captions read,
+captions with a keyword (the paper's per-concept subset), and how many negatives exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from typing import Any
+
+from hf_hardneg.concepts import CONCEPTS, Concept, get_concept, load_concepts
+
+__all__ = ["register", "run", "caption_stats", "concepts_from_args", "add_concept_arguments"]
+
+
+def add_concept_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
+    """``--concept NAME`` (repeatable) and ``--concept-file FILE``, shared with `negatives`."""
+    parser.add_argument(
+        "--concept", action="append", metavar="NAME", dest="concepts",
+        help="concept to use (repeatable): object, color, location, size, object_coco, or a name from "
+             "--concept-file" + ("" if required else "; default: the four concepts of the paper"),
+    )
+    parser.add_argument(
+        "--concept-file", metavar="FILE", action="append", dest="concept_files",
+        help="YAML or JSON file of your own concepts (see hf_hardneg.concepts.load_concepts); "
+             "its concepts are used when no --concept is given",
+    )
+
+
+def concepts_from_args(args: argparse.Namespace, default_all: bool) -> list[Concept]:
+    """Resolve --concept / --concept-file into Concepts (errors name the unknown concept)."""
+    user: dict[str, Concept] = {}
+    for path in args.concept_files or []:
+        for concept in load_concepts(path):
+            user[concept.name] = concept
+    if not args.concepts:
+        if user:
+            return list(user.values())
+        if default_all:
+            return list(CONCEPTS.values())
+        raise ValueError("give at least one --concept (object, color, location, size, object_coco)")
+    chosen = []
+    for name in args.concepts:
+        concept = user.get(name) or get_concept(name)
+        if concept not in chosen:
+            chosen.append(concept)
+    return chosen
+
+
+def caption_stats(captions: list[Any], concepts: list[Concept], top: int = 10) -> dict[str, dict[str, Any]]:
+    """Per concept: captions read, invalid ones (counted, not used), captions with a keyword,
+    keyword occurrences, negatives over all occurrences, negatives for the first occurrence
+    (the candidates of the concept-accuracy evaluation) and the most frequent keywords."""
+    from hf_hardneg.substitution import find_keywords, is_valid_caption
+
+    valid = [c for c in captions if is_valid_caption(c)]
+    out: dict[str, dict[str, Any]] = {}
+    for concept in concepts:
+        table = concept.substitutions
+        with_keyword = occurrences = negatives = first = 0
+        keywords: Counter[str] = Counter()
+        for caption in valid:
+            found = [m.keyword for m in find_keywords(caption, concept)]
+            if not found:
+                continue
+            with_keyword += 1
+            occurrences += len(found)
+            negatives += sum(len(table[k]) for k in found)
+            first += len(table[found[0]])
+            keywords.update(found)
+        out[concept.name] = {
+            "captions": len(captions),
+            "invalid": len(captions) - len(valid),
+            "with_keyword": with_keyword,
+            "keyword_occurrences": occurrences,
+            "negatives": negatives,
+            "negatives_first_occurrence": first,
+            "top_keywords": dict(keywords.most_common(top)),
+        }
+    return out
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "stats",
+        help="per concept: captions with a keyword and negatives available",
+        description="Count, per concept, the captions of a file that contain a keyword and the hard "
+                    "negatives they yield. Invalid captions (null, blank, not text) are counted and reported.",
+    )
+    parser.add_argument("--captions", required=True, metavar="FILE",
+                        help="COCO captions_*.json (or a JSON list, .jsonl or .txt of captions)")
+    add_concept_arguments(parser, required=False)
+    parser.add_argument("--json", action="store_true", help="print one JSON object {concept: {...}} on stdout")
+    parser.add_argument("--top", type=int, default=10, metavar="N", help="most frequent keywords to list (default 10)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hf_hardneg.data.coco import read_captions
+
+    try:
+        concepts = concepts_from_args(args, default_all=True)
+        records = read_captions(args.captions)
+    except (OSError, ValueError, TypeError) as err:
+        print(f"hf-hardneg stats: error: {err}", file=sys.stderr)
+        return 2
+    stats = caption_stats([r.caption for r in records], concepts, top=args.top)
+    if args.json:
+        json.dump(stats, sys.stdout, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return 0
+    n = len(records)
+    print(f"{args.captions}: {n} captions")
+    header = f"{'concept':<14}{'with keyword':>16}{'occurrences':>13}{'negatives':>11}{'first occ.':>12}  top keywords"
+    print(header)
+    for name, s in stats.items():
+        share = f"{s['with_keyword']} ({100 * s['with_keyword'] / n:.1f}%)" if n else "0"
+        top = ", ".join(f"{k} {v}" for k, v in list(s["top_keywords"].items())[:5])
+        print(f"{name:<14}{share:>16}{s['keyword_occurrences']:>13}{s['negatives']:>11}"
+              f"{s['negatives_first_occurrence']:>12}  {top}")
+    invalid = next(iter(stats.values()))["invalid"] if stats else 0
+    if invalid:
+        print(f"{invalid} invalid caption(s) (null, blank or not text) were counted but not used", file=sys.stderr)
+    return 0
