@@ -1,0 +1,396 @@
+"""Contrastive losses with hard-negative captions, exact across processes.
+
+Notation: a process holds n images, their n positive captions and k hard
+negatives per image; the global batch over W processes has N images. Image
+``g`` (global index) owns hard negatives ``g, 1..k``.
+
+* :class:`HardNegativeContrastiveLoss` -- CLIP's symmetric InfoNCE. The
+  image-to-text rows also see hard negatives:
+
+  - ``mode="replace"`` (the paper's recipe): in row ``g``, k randomly chosen
+    off-diagonal columns (other images' captions) are swapped for g's own hard
+    negatives, so every row keeps N columns and the share of hard negatives is
+    k/N. The columns are drawn for the *global* batch, identically on every
+    process, so a W-process run computes the same loss as one process.
+  - ``mode="append"`` (NegCLIP): all N*k hard negatives of the batch become
+    extra columns (image-major: column ``N + g*k + j`` is g's j-th negative), so
+    each row has N + N*k columns; another image's hard negatives are ordinary
+    negatives for it.
+
+  Hard negatives are never anchors: the text-to-image rows use the positive
+  captions only. With k=0 both modes are exactly CLIP's loss.
+* :class:`HardNegativeSigmoidLoss` -- SigLIP's pairwise loss; hard negatives
+  enter as extra negative pairs, with the same ``mode`` meaning (replace k of a
+  row's negative pairs, or append all hard negatives as extra texts).
+
+Both take raw embeddings (normalised here, in float32 with autocast off, since
+bf16 logits lose the small differences hard negatives are about) and follow
+open_clip's local-loss scheme (see :mod:`hf_hardneg.distributed`): memory is
+O(n * N) per process (O(n * N * (1+k)) in append mode), and the mean of the per-process losses -- what DDP's
+gradient averaging optimises -- equals the one-process loss, gradients included.
+
+torch.compile: the math is free of ``.item()`` and of Python branches on
+tensor values; branches depend only on shapes, ``k`` and ``mode``, so one
+process compiles to a single graph (tested with ``fullgraph=True``). Two
+things break the graph, by design: gathering across processes (it first
+exchanges batch sizes, a host sync) and drawing the replaced columns from an
+explicit ``torch.Generator`` (dynamo cannot trace generator arguments). Draw
+them before the call with :func:`draw_replacement_columns` and pass
+``replace_columns`` to keep one graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import distributed
+
+__all__ = [
+    "HardNegativeContrastiveLoss",
+    "HardNegativeLossOutput",
+    "HardNegativeSigmoidLoss",
+    "build_loss_for",
+    "draw_replacement_columns",
+    "replacement_generator",
+    "split_text_embeds",
+]
+
+Mode = Literal["replace", "append"]
+MODES = ("replace", "append")
+
+
+@dataclass
+class HardNegativeLossOutput:
+    """What a hard-negative loss returns.
+
+    ``loss`` is this process's loss (the mean over processes is the global loss).
+    The statistics are detached and computed over this process's images; with
+    equal batch sizes their mean over processes is the global value.
+    """
+
+    loss: torch.Tensor
+    #: share of images whose positive caption scores higher than each of its own
+    #: hard negatives; ``None`` when there are no hard negatives (k=0).
+    hard_negative_accuracy: torch.Tensor | None = None
+    #: this process's image rows of the scored matrix (n, width), with gradient
+    logits_per_image: torch.Tensor | None = None
+    #: this process's caption rows against all images (n, N); ``None`` for the sigmoid loss
+    logits_per_text: torch.Tensor | None = None
+    #: mean cosine similarity of image-positive pairs
+    positive_similarity: torch.Tensor | None = None
+    #: mean cosine similarity of image-own-hard-negative pairs; ``None`` when k=0
+    hard_negative_similarity: torch.Tensor | None = None
+
+    def metrics(self) -> dict[str, torch.Tensor]:
+        """The detached scalars worth logging (absent statistics are left out); no host sync here."""
+        names = ("loss", "hard_negative_accuracy", "positive_similarity", "hard_negative_similarity")
+        return {name: getattr(self, name).detach() for name in names if getattr(self, name) is not None}
+
+
+def split_text_embeds(text_embeds: torch.Tensor, num_images: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Split ``(n*(1+k), d)`` caption embeddings into positives ``(n, d)`` and hard negatives ``(n, k, d)``.
+
+    Expects the collator's order: the n positives first, then the negatives
+    image-major (``img0 neg1..negk, img1 neg1..negk, ...``). Getting this order
+    wrong trains images toward other images' negatives without any error, so
+    it lives in one place.
+    """
+    total = text_embeds.shape[0]
+    if num_images <= 0 or total % num_images:
+        raise ValueError(
+            f"got {total} caption embeddings for {num_images} images; expected n*(1+k) "
+            "(n positives, then k hard negatives per image, image-major)"
+        )
+    k = total // num_images - 1
+    positives = text_embeds[:num_images]
+    if k == 0:
+        return positives, None
+    return positives, text_embeds[num_images:].reshape(num_images, k, text_embeds.shape[-1])
+
+
+def replacement_generator(seed: int, step: int) -> torch.Generator:
+    """A CPU generator for step ``step`` of a run seeded with ``seed``.
+
+    A fresh generator per step makes the replaced columns a pure function of
+    (seed, step): identical on every process, and identical after resuming
+    from a checkpoint, with no generator state to save.
+    """
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step)) % (2**63))
+
+
+def draw_replacement_columns(
+    num_images: int,
+    k: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """For each of ``num_images`` rows, k distinct columns in ``[0, num_images)`` other than the row's own.
+
+    Returns a LongTensor (num_images, k), uniform over k-subsets (in random
+    order). Needs only num_images*k random integers: the j-th pick is uniform
+    over the ``num_images-1-j`` columns still free, then mapped past the
+    excluded ones (the diagonal and earlier picks) in ascending order.
+    """
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    if k > num_images - 1:
+        raise ValueError(
+            f"mode='replace' puts k={k} hard negatives in place of other images' captions, so the global batch "
+            f"needs at least k+1={k + 1} images; got {num_images}. Use a larger batch, fewer hard negatives, "
+            "or mode='append'."
+        )
+    draw_device = generator.device if generator is not None else (device or "cpu")
+    rows = torch.arange(num_images, device=draw_device)
+    excluded = rows[:, None]  # (N, 1): the diagonal
+    picks = []
+    for j in range(k):
+        pick = torch.randint(num_images - 1 - j, (num_images,), generator=generator, device=draw_device)
+        for m in range(excluded.shape[1]):  # excluded is sorted per row
+            pick = pick + (pick >= excluded[:, m]).long()
+        picks.append(pick)
+        excluded = torch.sort(torch.cat([excluded, pick[:, None]], dim=1), dim=1).values
+    if not picks:
+        return torch.empty((num_images, 0), dtype=torch.long, device=device or draw_device)
+    cols = torch.stack(picks, dim=1)
+    return cols if device is None else cols.to(device)
+
+
+def _check_inputs(image_embeds, text_embeds, hard_negative_embeds, logit_scale) -> int:
+    """Validate shapes (static checks only) and return k."""
+    if image_embeds.dim() != 2 or text_embeds.dim() != 2:
+        raise ValueError(
+            f"image_embeds and text_embeds must be (n, d); got {tuple(image_embeds.shape)} "
+            f"and {tuple(text_embeds.shape)}"
+        )
+    if image_embeds.shape != text_embeds.shape:
+        raise ValueError(
+            f"text_embeds must hold exactly one positive caption per image: image_embeds {tuple(image_embeds.shape)} "
+            f"vs text_embeds {tuple(text_embeds.shape)}. If it also holds the hard negatives, split it with "
+            "hf_hardneg.loss.split_text_embeds(text_embeds, num_images)."
+        )
+    if logit_scale is None:
+        raise ValueError("logit_scale is required: pass hf_hardneg.models.logit_scale_and_bias(model)[0] or a float")
+    if hard_negative_embeds is None:
+        return 0
+    n, d = image_embeds.shape
+    if hard_negative_embeds.dim() != 3 or hard_negative_embeds.shape[0] != n or hard_negative_embeds.shape[2] != d:
+        raise ValueError(
+            f"hard_negative_embeds must be (n, k, d) = ({n}, k, {d}), image-major; got "
+            f"{tuple(hard_negative_embeds.shape)} "
+            "(hf_hardneg.loss.split_text_embeds builds it from the collator's order)"
+        )
+    return hard_negative_embeds.shape[1]
+
+
+def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """At least float32: half-precision logits cannot resolve a caption from its one-word variant.
+
+    float64 stays float64 (keeps ``torch.autograd.gradcheck`` possible).
+    """
+    dtype = torch.float32
+    for t in tensors:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
+
+
+def _as_scale(value, like: torch.Tensor) -> torch.Tensor:
+    """A 0-d tensor in ``like``'s dtype from a float or a 1-element tensor (CLIP's is 0-d, SigLIP's (1,))."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device=like.device, dtype=like.dtype).reshape(())
+    return torch.tensor(float(value), device=like.device, dtype=like.dtype)
+
+
+class _HardNegativeLossBase(nn.Module):
+    """What both losses share: validation, gathering, the replaced columns and the statistics."""
+
+    def __init__(self, mode: Mode = "replace", gather_across_processes: bool = True, group=None):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.mode = mode
+        self.gather_across_processes = gather_across_processes
+        self.group = group
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}, gather_across_processes={self.gather_across_processes}"
+
+    def _layout(self, n: int, device) -> tuple[list[int], int]:
+        """(sizes of all processes, this process's rank) -- a single process when not gathering."""
+        if self.gather_across_processes and distributed.is_distributed(self.group):
+            return distributed.gather_sizes(n, device, self.group), distributed.get_rank(self.group)
+        return [n], 0
+
+    def _columns(self, total: int, k: int, generator, replace_columns, device) -> torch.Tensor:
+        """The global (N, k) replaced columns, identical on every process."""
+        if replace_columns is not None:
+            if tuple(replace_columns.shape) != (total, k):
+                raise ValueError(
+                    f"replace_columns must be (global batch, k) = ({total}, {k}); got {tuple(replace_columns.shape)}"
+                )
+            return replace_columns.to(device)
+        if generator is not None or not (self.gather_across_processes and distributed.is_distributed(self.group)):
+            return draw_replacement_columns(total, k, generator, device=device)
+        # no generator under several processes: the group's first process draws, everybody uses its draw
+        cols = draw_replacement_columns(total, k, None, device=device)
+        src = 0 if self.group is None else torch.distributed.get_global_rank(self.group, 0)
+        torch.distributed.broadcast(cols, src=src, group=self.group)
+        return cols
+
+    def _features(self, image_embeds, text_embeds, hard_negative_embeds, k, sizes, rank):
+        """Normalise, then gather what the local rows need (one collective).
+
+        Returns local (img, txt, hn) and global (img, txt, hn_flat); hn_flat is
+        image-major (row g*k + j) and only gathered in append mode.
+        """
+        dtype = _compute_dtype(image_embeds, text_embeds, *([hard_negative_embeds] if k else []))
+        img = F.normalize(image_embeds.to(dtype), dim=-1)
+        txt = F.normalize(text_embeds.to(dtype), dim=-1)
+        hn = F.normalize(hard_negative_embeds.to(dtype), dim=-1) if k else None
+        parts = [img[:, None], txt[:, None]]
+        if k and self.mode == "append":
+            parts.append(hn)  # per image [img, pos, neg_1..neg_k]: gathering keeps each image's own negatives
+        if len(sizes) == 1:  # one process: nothing to gather
+            return img, txt, hn, img, txt, (hn.reshape(-1, img.shape[-1]) if len(parts) > 2 else None)
+        stacked = distributed.all_gather_with_grad(torch.cat(parts, dim=1), sizes, self.group)
+        all_img, all_txt = stacked[:, 0], stacked[:, 1]
+        all_hn = stacked[:, 2:].reshape(-1, img.shape[-1]) if stacked.shape[1] > 2 else None
+        return img, txt, hn, all_img, all_txt, all_hn
+
+    @staticmethod
+    def _stats(img, txt, hn):
+        with torch.no_grad():
+            pos = (img * txt).sum(-1)
+            if hn is None:
+                return pos.mean(), None, None
+            neg = (img[:, None] * hn).sum(-1)
+            accuracy = (pos[:, None] > neg).all(dim=1).float().mean()
+            return pos.mean(), neg.mean(), accuracy
+
+    def _image_rows(self, logits, img, hn, all_hn, scale, k, sizes, rank, generator, replace_columns):
+        """This process's image rows: ``logits`` (n, N) with hard negatives replaced in or appended."""
+        if k == 0:
+            return logits
+        if self.mode == "append":
+            return torch.cat([logits, scale * (img @ all_hn.T)], dim=1)
+        offset, n = sum(sizes[:rank]), img.shape[0]
+        cols = self._columns(sum(sizes), k, generator, replace_columns, img.device)[offset: offset + n]
+        own = scale * (img[:, None] * hn).sum(-1)
+        return logits.scatter(1, cols, own)
+
+
+class HardNegativeContrastiveLoss(_HardNegativeLossBase):
+    """CLIP's symmetric InfoNCE with hard-negative captions (see the module docstring).
+
+    Args:
+        mode: ``"replace"`` (paper; rows keep width N) or ``"append"`` (NegCLIP; N + N*k columns).
+        gather_across_processes: score against the global batch (open_clip's local
+            loss). ``False`` makes each process's batch independent.
+        group: process group to gather over (default: the world).
+
+    Example::
+
+        loss_fn = HardNegativeContrastiveLoss(mode="replace")
+        scale, _ = logit_scale_and_bias(model)
+        out = loss_fn(image_embeds, text_embeds, hard_negative_embeds, scale,
+                      generator=replacement_generator(seed, step))
+        out.loss.backward()
+    """
+
+    def forward(
+        self,
+        image_embeds: torch.Tensor,
+        text_embeds: torch.Tensor,
+        hard_negative_embeds: torch.Tensor | None = None,
+        logit_scale: torch.Tensor | float | None = None,
+        logit_bias: torch.Tensor | float | None = None,
+        generator: torch.Generator | None = None,
+        replace_columns: torch.Tensor | None = None,
+    ) -> HardNegativeLossOutput:
+        """Loss for this process's images and captions.
+
+        ``logit_scale`` multiplies cosine similarities (already exp()'d);
+        ``logit_bias`` is accepted for a uniform signature but cannot change a
+        softmax, so it is ignored. ``generator`` draws the replaced columns
+        (replace mode); use the same seed on every process -- without one,
+        process 0 draws from the default RNG and broadcasts. ``replace_columns``
+        (global (N, k), from :func:`draw_replacement_columns`) overrides it.
+        """
+        k = _check_inputs(image_embeds, text_embeds, hard_negative_embeds, logit_scale)
+        with torch.autocast(device_type=image_embeds.device.type, enabled=False):
+            sizes, rank = self._layout(image_embeds.shape[0], image_embeds.device)
+            img, txt, hn, all_img, all_txt, all_hn = self._features(
+                image_embeds, text_embeds, hard_negative_embeds, k, sizes, rank)
+            scale = _as_scale(logit_scale, img)
+            labels = torch.arange(img.shape[0], device=img.device) + sum(sizes[:rank])
+            plain = scale * (img @ all_txt.T)
+            # positives only: hard negatives are never anchors. One process: the same matrix, transposed.
+            logits_per_text = plain.T if len(sizes) == 1 else scale * (txt @ all_img.T)
+            logits_per_image = self._image_rows(plain, img, hn, all_hn, scale, k, sizes, rank,
+                                                generator, replace_columns)
+            loss = 0.5 * (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels))
+            pos_sim, neg_sim, accuracy = self._stats(img, txt, hn)
+        return HardNegativeLossOutput(loss, accuracy, logits_per_image, logits_per_text, pos_sim, neg_sim)
+
+
+class HardNegativeSigmoidLoss(_HardNegativeLossBase):
+    """SigLIP's pairwise sigmoid loss with hard negatives as extra negative pairs.
+
+    Every (image, caption) pair is an independent binary term: positive on the
+    diagonal, negative elsewhere; the per-image sum is averaged over images, as
+    in ``SiglipModel(return_loss=True)``. ``mode="append"`` adds all hard
+    negatives of the batch as extra negative captions for every image;
+    ``mode="replace"`` swaps k of each image's negative pairs for its own hard
+    negatives (same columns rule as the contrastive loss), keeping N terms per
+    image. Only image rows are scored: the loss is symmetric already, and hard
+    negatives are never anchors.
+    """
+
+    def __init__(self, mode: Mode = "append", gather_across_processes: bool = True, group=None):
+        super().__init__(mode=mode, gather_across_processes=gather_across_processes, group=group)
+
+    def forward(
+        self,
+        image_embeds: torch.Tensor,
+        text_embeds: torch.Tensor,
+        hard_negative_embeds: torch.Tensor | None = None,
+        logit_scale: torch.Tensor | float | None = None,
+        logit_bias: torch.Tensor | float | None = None,
+        generator: torch.Generator | None = None,
+        replace_columns: torch.Tensor | None = None,
+    ) -> HardNegativeLossOutput:
+        """Loss for this process's images; arguments as in :class:`HardNegativeContrastiveLoss`.
+
+        ``logit_bias`` is added to every score (``None`` = 0).
+        """
+        k = _check_inputs(image_embeds, text_embeds, hard_negative_embeds, logit_scale)
+        with torch.autocast(device_type=image_embeds.device.type, enabled=False):
+            sizes, rank = self._layout(image_embeds.shape[0], image_embeds.device)
+            img, txt, hn, _, all_txt, all_hn = self._features(
+                image_embeds, text_embeds, hard_negative_embeds, k, sizes, rank)
+            scale = _as_scale(logit_scale, img)
+            logits = self._image_rows(scale * (img @ all_txt.T), img, hn, all_hn, scale, k, sizes, rank,
+                                      generator, replace_columns)
+            if logit_bias is not None:
+                logits = logits + _as_scale(logit_bias, img)
+            labels = torch.arange(img.shape[0], device=img.device) + sum(sizes[:rank])
+            signs = 2.0 * F.one_hot(labels, logits.shape[1]).to(logits.dtype) - 1.0  # +1 positive pair, -1 otherwise
+            loss = -F.logsigmoid(signs * logits).sum() / img.shape[0]
+            pos_sim, neg_sim, accuracy = self._stats(img, txt, hn)
+        return HardNegativeLossOutput(loss, accuracy, logits, None, pos_sim, neg_sim)
+
+
+def build_loss_for(model: nn.Module, mode: Mode = "replace", **kwargs) -> _HardNegativeLossBase:
+    """The loss matching the model's pretraining: sigmoid for SigLIP models, InfoNCE otherwise.
+
+    ``mode`` keeps its meaning in both (replace k negatives / append all hard
+    negatives); extra keyword arguments go to the loss constructor.
+    """
+    from .models import uses_sigmoid_loss
+
+    cls = HardNegativeSigmoidLoss if uses_sigmoid_loss(model) else HardNegativeContrastiveLoss
+    return cls(mode=mode, **kwargs)
