@@ -1,0 +1,151 @@
+"""InpaintCOCO: the schema of the published challenge set and the loader the evaluation suite calls.
+
+InpaintCOCO (paper section 4) pairs a COCO 2017 val photograph with a copy in which
+one object was inpainted so that one *concept* changed (which object, its colour, or
+its size), plus the original caption and a new caption that matches the edit. A
+model understands the concept when each caption prefers its own image (Equation (1);
+the evaluation itself lives in :mod:`hf_hardneg.evaluation`).
+
+This module only knows the published layout: configs ``all`` (default), ``object``,
+``color`` and ``size``, one split ``test``, and the columns in :data:`INPAINTCOCO_FEATURES`.
+Building that layout from an annotation export is
+:mod:`hf_hardneg.data.inpaintcoco_builder`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import datasets
+
+__all__ = [
+    "INPAINTCOCO_COLUMNS",
+    "INPAINTCOCO_CONCEPTS",
+    "INPAINTCOCO_CONFIGS",
+    "INPAINTCOCO_FEATURES",
+    "INPAINTCOCO_QUALITIES",
+    "INPAINTCOCO_SPLIT",
+    "NO_DERIVS_LICENSE_IDS",
+    "load_inpaintcoco",
+]
+
+# Paper order; the ClassLabel ids follow it, so they never change between builds.
+INPAINTCOCO_CONCEPTS: tuple[str, ...] = ("object", "color", "size")
+INPAINTCOCO_CONFIGS: tuple[str, ...] = ("all", *INPAINTCOCO_CONCEPTS)
+# It is a challenge set: nobody should train on it, so there is only a test split.
+INPAINTCOCO_SPLIT = "test"
+# The annotators' two-level rating of the chosen inpainting (paper appendix A, step 5).
+INPAINTCOCO_QUALITIES: tuple[str, ...] = ("very good", "okay")
+# COCO's Flickr licences 3 (BY-NC-ND) and 6 (BY-ND) forbid derivative works: such a
+# photograph may neither be inpainted nor published beside an inpainted copy.
+NO_DERIVS_LICENSE_IDS: frozenset[int] = frozenset({3, 6})
+
+INPAINTCOCO_FEATURES = datasets.Features(
+    {
+        "sample_id": datasets.Value("string"),
+        "coco_image_id": datasets.Value("int64"),
+        "concept": datasets.ClassLabel(names=list(INPAINTCOCO_CONCEPTS)),
+        "coco_image": datasets.Image(),
+        "inpaint_image": datasets.Image(),
+        "coco_caption": datasets.Value("string"),
+        "inpaint_caption": datasets.Value("string"),
+        "quality": datasets.Value("string"),
+        # null when the edited thing is not one of COCO's 80 categories (e.g. "jacket")
+        "supercategory": datasets.Value("string"),
+        "license_id": datasets.Value("int32"),
+        "license_name": datasets.Value("string"),
+        "license_url": datasets.Value("string"),
+        "flickr_url": datasets.Value("string"),
+        "coco_url": datasets.Value("string"),
+        "mask_prompt": datasets.Value("string"),
+        "inpaint_prompt": datasets.Value("string"),
+    }
+)
+INPAINTCOCO_COLUMNS: tuple[str, ...] = tuple(INPAINTCOCO_FEATURES)
+
+
+# What an evaluation needs; a dataset lacking these cannot be InpaintCOCO in any layout.
+_CORE_COLUMNS: tuple[str, ...] = ("coco_image", "inpaint_image", "coco_caption", "inpaint_caption")
+
+
+def _config_for(concept: str | None) -> str:
+    if concept is None:
+        return "all"
+    if not isinstance(concept, str) or concept.strip().lower() not in INPAINTCOCO_CONFIGS:
+        raise ValueError(
+            f"unknown InpaintCOCO concept {concept!r}; use one of {', '.join(INPAINTCOCO_CONCEPTS)} "
+            "(or None / 'all' for every sample). InpaintCOCO has no 'location' subset: moving an "
+            "object cannot be done by inpainting a single region."
+        )
+    return concept.strip().lower()
+
+
+def _declared_configs(path: str, load_dataset_kwargs: dict[str, Any]) -> list[str] | None:
+    """The dataset's config names, or None when they cannot be listed (then we just try to load)."""
+    options = {k: load_dataset_kwargs[k] for k in ("revision", "token", "download_config") if k in load_dataset_kwargs}
+    try:
+        return list(datasets.get_dataset_config_names(path, **options))
+    except (OSError, ValueError):  # offline Hub id, missing repo, ...: load_dataset reports it properly
+        return None
+
+
+def _concept_names(dataset: datasets.Dataset) -> list[str]:
+    feature = dataset.features["concept"]
+    values = dataset["concept"]
+    if isinstance(feature, datasets.ClassLabel):
+        return [feature.int2str(v) for v in values]
+    return [str(v).strip().lower() for v in values]
+
+
+def load_inpaintcoco(
+    path_or_repo_id: str | os.PathLike,
+    concept: str | None = None,
+    split: str = INPAINTCOCO_SPLIT,
+    **load_dataset_kwargs: Any,
+) -> datasets.Dataset:
+    """Load InpaintCOCO (all samples, or one concept) from a local build or a Hub dataset repo.
+
+    Builds written by ``hf-hardneg build-inpaintcoco`` declare the configs ``all``, ``object``,
+    ``color`` and ``size`` and carry every column of :data:`INPAINTCOCO_FEATURES`. Other
+    publications of InpaintCOCO may have a single default config and fewer columns; for those
+    the default config is loaded and, when ``concept`` is given, filtered on its ``concept``
+    column, and the columns are returned as they are.
+
+    Args:
+        path_or_repo_id: a folder written by ``hf-hardneg build-inpaintcoco`` or a Hub id
+            such as ``"user/inpaintcoco"``.
+        concept: ``"object"``, ``"color"``, ``"size"``, or ``None``/``"all"`` for every sample.
+        split: the split to read; InpaintCOCO only has ``"test"``.
+        **load_dataset_kwargs: passed to :func:`datasets.load_dataset` (``cache_dir``,
+            ``revision``, ``token``, ...).
+
+    Returns:
+        A :class:`datasets.Dataset`; the two image columns decode to ``PIL.Image.Image``.
+
+    Raises:
+        ValueError: for an unknown concept, or when the data lacks the image and caption
+            columns an evaluation needs (so it never runs on the wrong dataset silently).
+    """
+    config = _config_for(concept)
+    path = os.fspath(path_or_repo_id)
+    declared = _declared_configs(path, load_dataset_kwargs)
+    by_config = declared is None or config in declared
+    dataset = datasets.load_dataset(path, config if by_config else None, split=split, **load_dataset_kwargs)
+    if not isinstance(dataset, datasets.Dataset):  # streaming=True: an IterableDataset, returned as is
+        return dataset
+    missing = [name for name in _CORE_COLUMNS if name not in dataset.column_names]
+    if missing:
+        raise ValueError(
+            f"{path!r} (split {split!r}) is not InpaintCOCO: it lacks the columns {missing}. Build one with "
+            "`hf-hardneg build-inpaintcoco --source EXPORT --output DIR` and load that folder."
+        )
+    if not by_config and config != "all":
+        if "concept" not in dataset.column_names:
+            raise ValueError(
+                f"{path!r} declares no {config!r} config and has no 'concept' column to select it by "
+                f"(its configs: {declared}); load it with concept=None"
+            )
+        keep = [i for i, name in enumerate(_concept_names(dataset)) if name == config]
+        dataset = dataset.select(keep)
+    return dataset
