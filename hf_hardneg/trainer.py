@@ -1,0 +1,444 @@
+"""`HardNegCLIPTrainer`: the transformers `Trainer` for dual encoders with hard-negative captions.
+
+The Trainer runs the loop (devices, mixed precision, accumulation, checkpoints,
+resuming, logging integrations); this class only adds what it cannot guess:
+
+* the loss -- a module from :mod:`hf_hardneg.loss`, picked for the model family
+  by ``build_loss_for`` (InfoNCE for CLIP-like models, sigmoid for SigLIP);
+  ``compute_loss`` encodes the batch in ONE forward call (so DDP syncs the
+  gradients) and hands the embeddings to it;
+* gradient-accumulation scaling -- the loss of a micro-batch is a mean over
+  that micro-batch, so the Trainer divides it by the number of micro-batches.
+  Accumulating m micro-batches of size b therefore gives the gradient of the
+  MEAN of m contrastive losses over b images each; it is not the loss of one
+  batch of m*b images (each micro-batch only sees its own b-1 in-batch
+  negatives). Increase the per-device batch or the number of devices to add
+  negatives;
+* reproducible randomness -- in ``replace`` mode the columns that hard
+  negatives take over are drawn from a generator seeded by
+  (``substitution_seed``, optimizer step, micro-batch), identical on every
+  process and again after ``resume_from_checkpoint``;
+* metrics -- logit scale, hard-negative accuracy, samples/s, the share of
+  wall time spent waiting for data, and skipped corrupt images, summed over
+  processes and flushed in :meth:`log`;
+* the image processor is saved next to the weights and tokenizer in every
+  checkpoint and in ``save_model``, so each checkpoint loads with
+  ``AutoModel``/``AutoTokenizer``/``AutoImageProcessor``; ``push_to_hub``
+  uploads the hard-negative model card of :mod:`hf_hardneg.model_card`.
+
+``torch.compile`` (``torch_compile=True``, optionally ``torch_compile_backend`` /
+``torch_compile_mode``): the Trainer compiles the model, and ``compute_loss``
+calls it through its ``forward``, so the towers run compiled. With transformers
+5.24, ``torch._dynamo.explain`` finds no graph break in the forward of
+``CLIPModel``, ``SiglipModel`` or ``VisionTextDualEncoderModel`` (one graph
+each). The loss and the metric bookkeeping run eagerly after it: a few kernels
+next to the towers. The loss compiles on its own without graph breaks when the
+replaced columns are drawn beforehand (``hf_hardneg.loss.draw_replacement_columns``);
+drawing them from a generator inside it, as this trainer does, breaks the graph
+there. Dynamic text padding (multiples of 8, capped at the model maximum) keeps
+the number of distinct text shapes -- hence recompilations -- small;
+``dataloader_drop_last=True`` avoids one more for a short last batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Trainer
+
+from hf_hardneg.collator import HardNegativeCollator, count_negative_columns, text_padding_for
+from hf_hardneg.config import HardNegCLIPConfig
+from hf_hardneg.loss import build_loss_for, replacement_generator, split_text_embeds
+from hf_hardneg.models import encode_batch, logit_scale_and_bias, unwrap_model
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["HardNegCLIPTrainer", "apply_concepts", "prepare_image_column", "resolve_concept_names"]
+
+# Slots of the per-mode metric accumulator (summed over steps, then over processes, in `log`).
+_SCALE_SUM, _HN_CORRECT, _SCALE_COUNT, _HN_COUNT, _SAMPLES, _SKIPPED = range(6)
+# parameters never decayed besides the Trainer's (biases, norms): decaying the temperature or the
+# sigmoid bias pulls the learned calibration toward 0, which is not regularisation
+_NO_DECAY_SUFFIXES = ("logit_scale", "logit_bias")
+
+
+def prepare_image_column(dataset: Any, image_column: str = "image") -> Any:
+    """Switch a ``datasets`` Image column to ``decode=False`` so the collator decodes it.
+
+    Decoding in the collator (inside DataLoader workers) lets JPEGs be draft-decoded
+    at the model's input size, and lets a corrupt file be named or skipped; with
+    ``decode=True`` the dataset decodes at full size and a corrupt file fails inside
+    ``datasets`` before the collator can say which row it was. A cheap change of
+    the feature only: the stored bytes/paths are untouched.
+    """
+    features = getattr(dataset, "features", None)
+    if not features or image_column not in features:
+        return dataset
+    from datasets import Image
+
+    feature = features[image_column]
+    if isinstance(feature, Image) and feature.decode:
+        return dataset.cast_column(image_column, Image(decode=False))
+    return dataset
+
+
+def resolve_concept_names(names: Any) -> list[Any]:
+    """Built-in concept names and/or paths of YAML/JSON concept files -> ``Concept`` objects."""
+    from pathlib import Path
+
+    from hf_hardneg.concepts import get_concept, load_concepts
+
+    concepts = []
+    for name in [names] if isinstance(names, str) else names:
+        if isinstance(name, str) and Path(name).suffix.lower() in {".yaml", ".yml", ".json"}:
+            concepts.extend(load_concepts(name))
+        else:
+            concepts.append(get_concept(name))
+    return concepts
+
+
+def apply_concepts(dataset: Any, args: HardNegCLIPConfig, caption_column: str = "caption",
+                   num_proc: int | None = None) -> Any:
+    """Apply ``args.concepts`` to a dataset: the paper's per-concept subset, plus hard negatives for k > 0.
+
+    Keeps the rows whose caption holds a keyword of one of the concepts and, with
+    ``args.num_hard_negatives = k > 0``, adds ``negative_1..negative_k`` drawn with
+    ``args.substitution_seed`` (fixed per row, so a resumed run sees the same
+    negatives). Without concepts the dataset is returned unchanged.
+    """
+    if dataset is None or not args.concepts:
+        return dataset
+    from hf_hardneg.substitution import add_hard_negatives, keep_rows_with_keywords
+
+    concepts = resolve_concept_names(args.concepts)
+    if args.num_hard_negatives > 0:
+        return add_hard_negatives(dataset, concepts, num_negatives=args.num_hard_negatives,
+                                  caption_column=caption_column, seed=args.substitution_seed,
+                                  keep_only_matching=True, num_proc=num_proc)
+    return keep_rows_with_keywords(dataset, concepts, caption_column=caption_column, num_proc=num_proc)
+
+
+def _needs_negatives(dataset: Any, args: HardNegCLIPConfig) -> bool:
+    """True when the config asks for concept negatives that the dataset does not have yet."""
+    columns = getattr(dataset, "column_names", None)
+    return bool(args.concepts) and args.num_hard_negatives > 0 and columns is not None \
+        and count_negative_columns(columns) < args.num_hard_negatives
+
+
+def _text_max_length(model: nn.Module, tokenizer: Any) -> int | None:
+    """The shorter of the tokenizer's and the text encoder's maximum lengths (None if neither is known)."""
+    config = getattr(unwrap_model(model), "config", None)
+    text_config = getattr(config, "text_config", None)
+    limits = [getattr(text_config, "max_position_embeddings", None),
+              getattr(tokenizer, "model_max_length", None)]
+    limits = [int(x) for x in limits if isinstance(x, int) and 0 < x < int(1e29)]
+    return min(limits) if limits else None
+
+
+def _split_processing(processing_class: Any, image_processor: Any) -> tuple[Any, Any]:
+    """(tokenizer, image processor) from a processor object or a tokenizer plus ``image_processor``."""
+    tokenizer = getattr(processing_class, "tokenizer", processing_class)
+    if image_processor is None:
+        image_processor = getattr(processing_class, "image_processor", None)
+    return tokenizer, image_processor
+
+
+class HardNegCLIPTrainer(Trainer):
+    """Train a CLIP-style dual encoder with hard-negative captions.
+
+    Args:
+        model: a ``CLIPModel``, ``SiglipModel``, ``VisionTextDualEncoderModel`` (or
+            Siglip2) instance.
+        args: a :class:`~hf_hardneg.config.HardNegCLIPConfig` (the paper's recipe by default).
+        data_collator: defaults to a :class:`~hf_hardneg.collator.HardNegativeCollator`
+            built from the tokenizer, image processor and ``args``.
+        train_dataset / eval_dataset: rows with an image, a caption and, for
+            ``num_hard_negatives=k > 0``, the columns ``negative_1..negative_k``
+            (see :func:`hf_hardneg.substitution.add_hard_negatives`). When they lack
+            those columns and ``args.concepts`` is set, :func:`apply_concepts` adds
+            them (and keeps only rows with a keyword). A ``datasets`` Image column is
+            switched to ``decode=False`` (see :func:`prepare_image_column`).
+        processing_class: the tokenizer, or a processor holding ``tokenizer`` and
+            ``image_processor`` (e.g. ``CLIPProcessor``).
+        image_processor: the image processor when ``processing_class`` is a tokenizer;
+            it is saved with every checkpoint.
+        loss: a loss module to use instead of ``build_loss_for(model, args.hard_negative_mode)``.
+        image_column / caption_column: dataset columns for the default collator.
+        **kwargs: anything else ``Trainer`` accepts (callbacks, compute_metrics, ...).
+
+    Example::
+
+        args = HardNegCLIPConfig(output_dir="out", num_hard_negatives=1, concepts=["color"])
+        trainer = HardNegCLIPTrainer(model, args, train_dataset=ds, processing_class=tokenizer,
+                                     image_processor=image_processor)
+        trainer.train()
+    """
+
+    # compute_loss returns a per-micro-batch mean: the Trainer divides it by the accumulation steps
+    loss_is_scaled_for_ga = False
+
+    def __init__(
+        self,
+        model: nn.Module,
+        args: HardNegCLIPConfig | None = None,
+        data_collator: Any = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
+        image_processor: Any = None,
+        loss: nn.Module | None = None,
+        image_column: str = "image",
+        caption_column: str = "caption",
+        **kwargs: Any,
+    ):
+        if args is None:
+            args = HardNegCLIPConfig(output_dir="hardneg_clip_output")
+        if not isinstance(args, HardNegCLIPConfig):
+            raise TypeError(
+                f"args must be a HardNegCLIPConfig (got {type(args).__name__}); it carries the hard-negative "
+                "fields and the paper's defaults: HardNegCLIPConfig(output_dir=..., **your_training_arguments)"
+            )
+        tokenizer, image_processor = _split_processing(processing_class, image_processor)
+        if data_collator is None:
+            if tokenizer is None or image_processor is None:
+                raise ValueError(
+                    "pass processing_class (the tokenizer, or a processor with tokenizer and image_processor) "
+                    "and image_processor, or a ready data_collator"
+                )
+            data_collator = HardNegativeCollator(
+                tokenizer=tokenizer,
+                image_processor=image_processor,
+                image_column=image_column,
+                caption_column=caption_column,
+                num_hard_negatives=args.num_hard_negatives,
+                pad_to_multiple_of=args.text_pad_to_multiple_of,
+                max_length=_text_max_length(model, tokenizer),
+                padding=text_padding_for(unwrap_model(model)),
+                skip_corrupt_images=args.skip_corrupt_images,
+            )
+        image_column = getattr(data_collator, "image_column", image_column)
+        caption_column = getattr(data_collator, "caption_column", caption_column)
+
+        def prepare(dataset):
+            if _needs_negatives(dataset, args):
+                logger.info("adding %d hard negatives per row for concepts %s", args.num_hard_negatives,
+                            args.concepts)
+                dataset = apply_concepts(dataset, args, caption_column)
+            return prepare_image_column(dataset, image_column)
+
+        train_dataset = prepare(train_dataset)
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {name: prepare(dataset) for name, dataset in eval_dataset.items()}
+        else:
+            eval_dataset = prepare(eval_dataset)
+
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            **kwargs,
+        )
+        # CLIP-like forwards take **kwargs, which would make the Trainer think the model normalises the
+        # loss over the whole accumulated batch (num_items_in_batch) and skip the division.
+        self.model_accepts_loss_kwargs = False
+        self.image_processor = image_processor if image_processor is not getattr(
+            processing_class, "image_processor", None) else None
+        self.loss_fn = loss if loss is not None else build_loss_for(self.model, args.hard_negative_mode)
+        self._apply_save_fraction()
+        # mode -> (device tensor [scale sum, correct rows], host list [steps, rows with negatives, rows, skipped])
+        self._metric_sums: dict[str, tuple[torch.Tensor, list[float]]] = {}
+        self._window_start: float | None = None
+        self._data_seconds = 0.0
+        self._micro_step = (-1, 0)  # (global step, micro-batch index within it)
+        self._eval_batch_index = 0
+        self._skipped_images: dict[str, int] = {}
+
+    # -- set-up ------------------------------------------------------------------------------
+
+    def _apply_save_fraction(self) -> None:
+        """Turn ``save_fraction_of_data`` into ``save_steps`` (optimizer steps per that share of one epoch)."""
+        fraction = self.args.save_fraction_of_data
+        if not fraction or self.args.save_strategy != "steps" or self.train_dataset is None:
+            return
+        try:
+            num_rows = len(self.train_dataset)
+        except TypeError:
+            logger.info("training data has no length (streaming); save_fraction_of_data does not apply, "
+                        "saving every save_steps=%s steps", self.args.save_steps)
+            return
+        rows_per_step = self.args.train_batch_size * self.args.world_size * self.args.gradient_accumulation_steps
+        batches = num_rows / (self.args.train_batch_size * self.args.world_size)
+        batches = math.floor(batches) if self.args.dataloader_drop_last else math.ceil(batches)
+        steps_per_epoch = max(1, math.ceil(batches / self.args.gradient_accumulation_steps))
+        self.args.save_steps = max(1, round(fraction * steps_per_epoch))
+        if self.args.load_best_model_at_end and self.args.eval_strategy == "steps" \
+                and (self.args.eval_steps or 0) >= 1 and self.args.save_steps % self.args.eval_steps:
+            # picking the best checkpoint needs an evaluation at every save
+            self.args.eval_steps = self.args.save_steps
+        logger.info("saving a checkpoint every %d steps (%.0f%% of %d rows at %d rows per step)",
+                    self.args.save_steps, 100 * fraction, num_rows, rows_per_step)
+
+    def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
+        """The Trainer's choice (no biases, no norms), also without the logit scale and bias."""
+        names = super().get_decay_parameter_names(model)
+        return [name for name in names if not name.endswith(_NO_DECAY_SUFFIXES)]
+
+    # -- loss --------------------------------------------------------------------------------
+
+    def _generator(self, training: bool) -> torch.Generator | None:
+        """Generator for the replaced columns of this micro-batch; a pure function of the run's position."""
+        if self.args.num_hard_negatives == 0 or getattr(self.loss_fn, "mode", None) != "replace":
+            return None
+        if training:
+            step, micro = self._micro_step
+            micro = micro + 1 if step == self.state.global_step else 0
+            self._micro_step = (self.state.global_step, micro)
+            position = self.state.global_step * self.args.gradient_accumulation_steps + micro
+        else:
+            position = -1 - self._eval_batch_index  # a separate, repeatable stream per evaluation batch
+            self._eval_batch_index += 1
+        return replacement_generator(self.args.substitution_seed, position)
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ):
+        """The hard-negative loss of one micro-batch (a mean over its images).
+
+        ``num_items_in_batch`` is accepted for the Trainer's signature and unused:
+        a contrastive loss has no per-token normalisation to spread over micro-batches.
+        """
+        k = int(inputs.get("num_hard_negatives", 0))
+        if k != self.args.num_hard_negatives:
+            raise ValueError(
+                f"the batch has {k} hard negatives per image but the config says num_hard_negatives="
+                f"{self.args.num_hard_negatives}; build the collator with num_hard_negatives="
+                f"{self.args.num_hard_negatives} or change the config"
+            )
+        pixel_values = inputs["pixel_values"]
+        num_images = pixel_values.shape[0]
+        image_embeds, text_embeds = encode_batch(model, pixel_values, inputs["input_ids"],
+                                                 inputs.get("attention_mask"))
+        positives, negatives = split_text_embeds(text_embeds, num_images)
+        if (0 if negatives is None else negatives.shape[1]) != k:
+            raise ValueError(f"got {text_embeds.shape[0]} captions for {num_images} images, expected "
+                             f"{num_images * (1 + k)} (positives, then {k} negatives per image)")
+        scale, bias = logit_scale_and_bias(model)
+        output = self.loss_fn(image_embeds, positives, negatives, scale, bias,
+                              generator=self._generator(model.training))
+        self._record(model.training, scale, output.hard_negative_accuracy, num_images,
+                     inputs.get("num_skipped_images", 0))
+        return (output.loss, output) if return_outputs else output.loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Evaluation loss only: a batch's similarity matrix has no fixed shape to concatenate across batches.
+
+        Retrieval and concept accuracy belong to :mod:`hf_hardneg.evaluation`
+        (e.g. its ``ConceptEvalCallback``), which encodes whole datasets.
+        """
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def evaluate(self, *args, **kwargs):
+        self._eval_batch_index = 0  # every evaluation draws the same replaced columns
+        start = time.perf_counter()
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            if self._window_start is not None:  # keep evaluation time out of the training samples/s
+                self._window_start += time.perf_counter() - start
+
+    # -- metrics -----------------------------------------------------------------------------
+
+    def _record(self, training: bool, scale, accuracy, num_images: int, skipped) -> None:
+        """Accumulate one micro-batch's metrics without a host sync.
+
+        Values computed on the device (logit scale, correct hard-negative rows) stay
+        there; counts known on the host stay Python numbers. Both are combined and
+        summed over processes only when logging.
+        """
+        mode = "train" if training else "eval"
+        if training and self._window_start is None:
+            self._window_start = time.perf_counter()
+        with torch.no_grad():
+            scale = scale.detach().reshape(()).double()
+            correct = accuracy.detach().reshape(()).double() * num_images if accuracy is not None \
+                else torch.zeros_like(scale)
+            on_device = torch.stack([scale, correct])
+        on_host = [1.0, float(num_images) if accuracy is not None else 0.0, float(num_images), float(skipped)]
+        if mode in self._metric_sums:
+            device_sums, host_sums = self._metric_sums[mode]
+            self._metric_sums[mode] = (device_sums + on_device, [a + b for a, b in zip(host_sums, on_host)])
+        else:
+            self._metric_sums[mode] = (on_device, on_host)
+
+    def get_batch_samples(self, *args, **kwargs):
+        """The Trainer's batch fetch, timed: the time spent here is time the step waited for data."""
+        start = time.perf_counter()
+        if self._window_start is None:
+            self._window_start = start
+        try:
+            return super().get_batch_samples(*args, **kwargs)
+        finally:
+            self._data_seconds += time.perf_counter() - start
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        """Add this logging window's metrics, summed over all processes, then log as usual.
+
+        Called by the Trainer on every process; the one collective here relies on that.
+        """
+        prefix = "eval_" if any(key.startswith("eval_") for key in logs) else ""
+        sums = self._metric_sums.pop("eval" if prefix else "train", None)
+        if sums is not None:
+            device_sums, host_sums = sums
+            local = torch.cat([device_sums, torch.tensor(host_sums, dtype=torch.float64, device=device_sums.device)])
+            totals = self.accelerator.reduce(local, reduction="sum").tolist()
+            if totals[_SCALE_COUNT]:
+                logs[f"{prefix}logit_scale"] = round(totals[_SCALE_SUM] / totals[_SCALE_COUNT], 4)
+            if totals[_HN_COUNT]:
+                logs[f"{prefix}hard_negative_accuracy"] = round(totals[_HN_CORRECT] / totals[_HN_COUNT], 4)
+            if self.args.skip_corrupt_images:
+                self._skipped_images[prefix] = self._skipped_images.get(prefix, 0) + int(totals[_SKIPPED])
+                logs[f"{prefix}skipped_images"] = self._skipped_images[prefix]  # running total
+            if not prefix and self._window_start is not None:
+                elapsed = max(time.perf_counter() - self._window_start, 1e-9)
+                logs["samples_per_second"] = round(totals[_SAMPLES] / elapsed, 2)
+                logs["data_time_fraction"] = round(min(1.0, self._data_seconds / elapsed), 4)
+        if not prefix and sums is not None:
+            self._window_start, self._data_seconds = time.perf_counter(), 0.0
+        super().log(logs, *args, **kwargs)
+
+    # -- saving ------------------------------------------------------------------------------
+
+    def create_model_card(self, language=None, license=None, tags=None, model_name=None, finetuned_from=None,
+                          tasks=None, dataset_tags=None, dataset=None, dataset_args=None, **kwargs):
+        """Write the hard-negative model card (:mod:`hf_hardneg.model_card`) into ``output_dir``.
+
+        ``Trainer.push_to_hub`` calls this right before uploading; the base method would
+        replace the card with transformers' generic one.
+        """
+        from hf_hardneg.model_card import write_trainer_model_card
+
+        return write_trainer_model_card(
+            self, language=language, license=license, tags=tags, model_name=model_name,
+            finetuned_from=finetuned_from, tasks=tasks, dataset_tags=dataset_tags, dataset=dataset,
+            dataset_args=dataset_args, **kwargs)
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        """Save weights (safetensors) and tokenizer as the Trainer does, plus the image processor."""
+        super()._save(output_dir, state_dict=state_dict)
+        if self.image_processor is not None and self.args.should_save:
+            self.image_processor.save_pretrained(output_dir if output_dir is not None else self.args.output_dir)
