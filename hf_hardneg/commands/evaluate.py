@@ -1,0 +1,140 @@
+"""`hf-hardneg evaluate`: run evaluation tasks on one or more models, write results.json and Markdown.
+
+    hf-hardneg evaluate --model openai/clip-vit-base-patch32 --model runs/hn1 \\
+        --tasks concept,retrieval,inpaintcoco,sugarcrepe --coco-dir data/coco --output eval/
+
+With one ``--model`` the results go to ``--output``; with several, each model
+gets ``<output>/<name>/`` and ``<output>/comparison.md`` holds one table across
+them (the layout of the paper's Tables 1 and 7).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    from hf_hardneg.evaluation import DEFAULT_CONCEPTS, TASK_NAMES
+
+    p = subparsers.add_parser(
+        "evaluate",
+        help="evaluate dual encoders on concept accuracy, retrieval and compositional benchmarks",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"tasks: {', '.join(TASK_NAMES)}",
+    )
+    p.add_argument("--model", action="append", required=True, metavar="PATH_OR_ID",
+                   help="checkpoint folder or Hub id; repeat to evaluate and compare several models")
+    p.add_argument("--name", action="append", default=None,
+                   help="display name per --model (default: the folder or repo name)")
+    p.add_argument("--tasks", default="concept,retrieval", help="comma-separated task names (default: %(default)s)")
+    p.add_argument("--output", required=True, help="folder for results.json / results.md (and comparison.md)")
+    p.add_argument("--coco-dir", default=None,
+                   help="COCO in its official layout (annotations/captions_<split>.json + images) "
+                        "for the concept and retrieval tasks")
+    p.add_argument("--coco-split", default="val2017", help="COCO split (default: %(default)s)")
+    p.add_argument("--concepts", default=",".join(DEFAULT_CONCEPTS),
+                   help="comma-separated concept names, or a YAML/JSON concept file (default: %(default)s)")
+    p.add_argument("--source", action="append", default=[], metavar="TASK=PATH_OR_ID",
+                   help="data source of a task instead of its Hub default, e.g. sugarcrepe=/data/sugar_crepe "
+                        "or winoground=/data/winoground; 'coco=PATH' replaces --coco-dir; repeatable")
+    p.add_argument("--max-examples", type=int, default=None,
+                   help="cap per task (seeded random subset) for a quick look; do not report such numbers")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--num-workers", type=int, default=0, help="image decoding worker processes")
+    p.add_argument("--device", default="auto", help="cuda, cpu, cuda:1 ... (default: %(default)s)")
+    p.add_argument("--autocast", choices=["fp16", "bf16"], default=None, help="encode under torch.autocast")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
+                   help="load weights in this precision")
+    p.add_argument("--tie-tolerance", type=float, default=None,
+                   help="cosine margin within which candidates tie (ties count against the correct one); "
+                        "default depends on precision")
+    p.add_argument("--skip-failed", action="store_true",
+                   help="record a failing task's error in results.json and go on with the others")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=run)
+
+
+def parse_sources(items: list[str]) -> dict[str, str]:
+    """``["sugarcrepe=/data/x", ...]`` -> ``{"sugarcrepe": "/data/x"}``; ARO subsets as ``aro:VG-Relation=PATH``."""
+    sources: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise SystemExit(f"--source {item!r}: expected TASK=PATH_OR_ID")
+        task, _, subset = key.partition(":")
+        if subset:
+            sources.setdefault(task, {})[subset] = value
+        else:
+            sources[task] = value
+    return sources
+
+
+def parse_concepts(value: str) -> list:
+    from hf_hardneg.concepts import load_concepts
+
+    concepts: list = []
+    for item in (v.strip() for v in value.split(",")):
+        if not item:
+            continue
+        if Path(item).suffix.lower() in (".yaml", ".yml", ".json"):
+            concepts.extend(load_concepts(item))
+        else:
+            concepts.append(item)
+    if not concepts:
+        raise SystemExit("--concepts: no concept given")
+    return concepts
+
+
+def model_names(models: list[str], names: list[str] | None) -> list[str]:
+    """Display names: given ones, else the last path component, made unique."""
+    if names:
+        if len(names) != len(models):
+            raise SystemExit(f"{len(names)} --name for {len(models)} --model; give one per model or none")
+        return names
+    out: list[str] = []
+    for m in models:
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(m.rstrip("/")).name or m) or "model"
+        name, k = base, 2
+        while name in out:
+            name, k = f"{base}_{k}", k + 1
+        out.append(name)
+    return out
+
+
+def run(args) -> int:
+    from hf_hardneg.evaluation.report import compare_table
+    from hf_hardneg.evaluation.runner import evaluate_model
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    names = model_names(args.model, args.name)
+    sources = parse_sources(args.source)
+    concepts = parse_concepts(args.concepts)
+    output = Path(args.output)
+    all_results = {}
+    for model, name in zip(args.model, names):
+        target = output if len(args.model) == 1 else output / name
+        results = evaluate_model(
+            model, args.tasks, target, coco_dir=args.coco_dir, coco_split=args.coco_split, concepts=concepts,
+            sources=sources, max_examples=args.max_examples, batch_size=args.batch_size, device=args.device,
+            autocast_dtype=args.autocast, dtype=args.dtype, tie_tolerance=args.tie_tolerance,
+            num_workers=args.num_workers, progress=not args.no_progress,
+            on_error="skip" if args.skip_failed else "raise", name=name, seed=args.seed,
+        )
+        all_results[name] = results
+        print(f"{name}: wrote {target / 'results.json'} and {target / 'results.md'}")
+        for task, err in (results.get("errors") or {}).items():
+            print(f"  skipped {task}: {err}")
+    if len(all_results) > 1:
+        table = compare_table(all_results)
+        (output / "comparison.md").write_text(table, encoding="utf-8")
+        print(table)
+        print(f"wrote {output / 'comparison.md'}")
+    else:
+        print((output / "results.md").read_text(encoding="utf-8"))
+    failed = any(r.get("errors") for r in all_results.values())
+    return 1 if failed else 0

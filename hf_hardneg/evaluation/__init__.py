@@ -1,0 +1,99 @@
+"""Evaluation: the paper's metrics, benchmark adapters, a runner, a training callback and the Figure-4 plot.
+
+Layers, bottom up (each usable on its own):
+
+* :mod:`.metrics` -- functions on scores/embeddings; ties count against the correct answer;
+* :mod:`.encoding` -- :class:`Embedder`: batched, de-duplicated encoding through ``hf_hardneg.models``;
+* :mod:`.tasks` -- evaluation-set containers and their scoring;
+* :mod:`.adapters` -- SugarCrepe, ARO, Winoground, InpaintCOCO, the Table-2 sets, zero-shot data;
+* :mod:`.runner` -- :func:`evaluate_model` (``hf-hardneg evaluate``), :mod:`.report` -- results files and tables;
+* :mod:`.callback` -- :class:`ConceptEvalCallback`; :mod:`.plotting` -- :func:`plot_tradeoff`.
+
+Names are imported lazily: ``import hf_hardneg.evaluation`` costs nothing until one is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    # metrics
+    "DEFAULT_TIE_TOLERANCE": "metrics",
+    "beats": "metrics",
+    "candidate_accuracy": "metrics",
+    "candidate_ranks": "metrics",
+    "default_tie_tolerance": "metrics",
+    "grouped_accuracy": "metrics",
+    "inpaintcoco_correct": "metrics",
+    "pad_candidate_scores": "metrics",
+    "paired_scores": "metrics",
+    "recall_at_k": "metrics",
+    "retrieval_metrics": "metrics",
+    "retrieval_ranks": "metrics",
+    "zero_shot_accuracy": "metrics",
+    "add_averages": "metrics",
+    # encoding
+    "Embedder": "encoding",
+    "LazyImages": "encoding",
+    # sets and scoring
+    "ClassificationSet": "tasks",
+    "MultipleChoiceSet": "tasks",
+    "PairedSet": "tasks",
+    "RetrievalSet": "tasks",
+    "build_concept_set": "tasks",
+    "build_retrieval_set": "tasks",
+    "score_classification": "tasks",
+    "score_multiple_choice": "tasks",
+    "score_paired": "tasks",
+    "score_retrieval": "tasks",
+    # adapters
+    "ARO_SUBSETS": "adapters",
+    "CAPTIONED_DATASETS": "adapters",
+    "SUGARCREPE_SUBSETS": "adapters",
+    "load_aro": "adapters",
+    "load_captioned": "adapters",
+    "load_classification": "adapters",
+    "load_coco": "adapters",
+    "load_inpaintcoco_pairs": "adapters",
+    "load_sugarcrepe": "adapters",
+    "load_table": "adapters",
+    "load_winoground": "adapters",
+    # runner and reports
+    "TASKS": "runner",
+    "evaluate_model": "runner",
+    "compare_table": "report",
+    "history_table": "report",
+    "load_results": "report",
+    "results_table": "report",
+    "save_results": "report",
+    "summary_rows": "report",
+    # training-time
+    "ConceptEvalCallback": "callback",
+    "load_history": "plotting",
+    "plot_tradeoff": "plotting",
+    # evaluate wrappers
+    "candidate_ranking_metric": "hf_evaluate",
+    "paired_matching_metric": "hf_evaluate",
+}
+
+#: Task names of ``evaluate_model`` / ``hf-hardneg evaluate`` (kept here so the CLI lists them without importing torch).
+TASK_NAMES = ("concept", "retrieval", "inpaintcoco", "sugarcrepe", "aro", "winoground", "zeroshot",
+              "flickr30k", "sbu", "fashion200k", "nasa_earth_instagram", "oldbookillustrations")
+#: The paper's four concepts (Table 3).
+DEFAULT_CONCEPTS = ("object", "color", "location", "size")
+
+__all__ = sorted([*_EXPORTS, "TASK_NAMES", "DEFAULT_CONCEPTS"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
