@@ -44,12 +44,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from hf_hardneg.collator import HardNegativeCollator, count_negative_columns, text_padding_for
 from hf_hardneg.config import HardNegCLIPConfig
@@ -249,6 +251,11 @@ class HardNegCLIPTrainer(Trainer):
         # CLIP-like forwards take **kwargs, which would make the Trainer think the model normalises the
         # loss over the whole accumulated batch (num_items_in_batch) and skip the division.
         self.model_accepts_loss_kwargs = False
+        # every checkpoint folder gets a model card, written after any evaluation callback of that save
+        from hf_hardneg.model_card import ModelCardCallback, find_model_card_callback
+
+        if find_model_card_callback(self) is None:
+            self.add_callback(ModelCardCallback())
         self.image_processor = image_processor if image_processor is not getattr(
             processing_class, "image_processor", None) else None
         self.loss_fn = loss if loss is not None else build_loss_for(self.model, args.hard_negative_mode)
@@ -440,5 +447,12 @@ class HardNegCLIPTrainer(Trainer):
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         """Save weights (safetensors) and tokenizer as the Trainer does, plus the image processor."""
         super()._save(output_dir, state_dict=state_dict)
-        if self.image_processor is not None and self.args.should_save:
-            self.image_processor.save_pretrained(output_dir if output_dir is not None else self.args.output_dir)
+        folder = output_dir if output_dir is not None else self.args.output_dir
+        if self.args.should_save:
+            if self.image_processor is not None:
+                self.image_processor.save_pretrained(folder)
+            # checkpoints get theirs from ModelCardCallback once that save's evaluation has run
+            if not os.path.basename(os.path.normpath(folder)).startswith(PREFIX_CHECKPOINT_DIR):
+                from hf_hardneg.model_card import write_trainer_model_card
+
+                write_trainer_model_card(self, folder)

@@ -11,6 +11,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # `make test` runs one worker per core: more torch threads per worker only oversubscribe the CPU.
+    # Subprocesses (2-process tests, notebook kernels) inherit the setting.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COCO_MINI = Path(os.environ.get("HF_HARDNEG_COCO_MINI", REPO_ROOT.parent / "shared" / "data" / "coco-mini"))
