@@ -22,11 +22,16 @@ Every argument of :class:`hf_hardneg.config.HardNegCLIPConfig` (hence of
 ``TrainingArguments``) is accepted; the paper's recipe is the default. The final
 model is saved with safetensors, its tokenizer and its image processor in
 ``--output_dir``, loadable with ``AutoModel``/``AutoTokenizer``/``AutoImageProcessor``.
+
+Bad flags, files or data stop the script before training with one ``train.py: error: ...``
+line that names them (``HF_HARDNEG_TRACEBACK=1`` shows the traceback instead); the model
+path and concept names are checked before the data pass.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import logging
 import os
 import sys
@@ -69,7 +74,9 @@ class DataArguments:
         default=None, metadata={"help": "A Hub dataset id (or a local folder/script-free dataset load_dataset reads)."})
     dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of --dataset_name."})
     dataset_path: str | None = field(
-        default=None, metadata={"help": "A dataset saved with save_to_disk, or local data files load_dataset reads."})
+        default=None, metadata={"help": "A dataset saved with save_to_disk, a folder of data files, or one "
+                                         ".csv/.json/.jsonl/.parquet/.arrow file (a glob such as 'data/*.parquet' "
+                                         "works too)."})
     train_split: str = field(default="train", metadata={"help": "Split to train on."})
     eval_split: str | None = field(default=None, metadata={"help": "Split for the evaluation loss (none by default)."})
     image_column: str = field(
@@ -83,6 +90,20 @@ class DataArguments:
         default=None, metadata={"help": "Keep only the first N evaluation rows (after concept filtering)."})
     preprocessing_num_workers: int | None = field(
         default=None, metadata={"help": "Processes for the substitution pass over a non-streaming dataset."})
+    concept_eval: bool = field(
+        default=False,
+        metadata={"help": "Measure concept accuracy and text-to-image Recall@1/5/10 on the --eval_coco_* set before "
+                          "training, at every checkpoint and at each epoch end (ConceptEvalCallback); writes "
+                          "<output_dir>/<run_name>.concept_eval.json for `hf-hardneg compare --histories` and the "
+                          "trade-off plot <run_name>.tradeoff.png (the paper's Figure 4)."})
+    concept_eval_concepts: list[str] | None = field(
+        default=None, metadata={"help": "Concepts measured by --concept_eval (default: object color location size)."})
+    concept_eval_max_examples: int | None = field(
+        default=None, metadata={"help": "Cap per concept (and on retrieval images) for --concept_eval; a seeded "
+                                         "subset, the same at every checkpoint."})
+    skip_invalid_captions: bool = field(
+        default=False, metadata={"help": "Leave out COCO captions that are null, blank or not text (counted and "
+                                         "logged) instead of stopping at the first one with its file and row."})
 
 
 def build_parser():
@@ -127,6 +148,10 @@ def parse_args(argv: Sequence[str] | None = None):
 # -- data ------------------------------------------------------------------------------------
 
 
+#: --dataset_path suffix -> the packaged `datasets` builder that reads such files
+_DATA_FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".arrow": "arrow"}
+
+
 def _load_raw(data_args: DataArguments):
     """(train, eval-or-None) before concept filtering."""
     import datasets
@@ -136,12 +161,14 @@ def _load_raw(data_args: DataArguments):
     if data_args.coco_captions_json or data_args.coco_images_dir:
         if not (data_args.coco_captions_json and data_args.coco_images_dir):
             raise ValueError("a COCO layout needs both --coco_captions_json and --coco_images_dir")
-        train = load_coco_captions(data_args.coco_captions_json, data_args.coco_images_dir)
+        on_invalid = "skip" if data_args.skip_invalid_captions else "raise"
+        train = load_coco_captions(data_args.coco_captions_json, data_args.coco_images_dir, on_invalid=on_invalid)
         evaluation = None
         if data_args.eval_coco_captions_json:
             if not data_args.eval_coco_images_dir:
                 raise ValueError("--eval_coco_captions_json needs --eval_coco_images_dir")
-            evaluation = load_coco_captions(data_args.eval_coco_captions_json, data_args.eval_coco_images_dir)
+            evaluation = load_coco_captions(data_args.eval_coco_captions_json, data_args.eval_coco_images_dir,
+                                            on_invalid=on_invalid)
         return train, evaluation
 
     source = data_args.dataset_name or data_args.dataset_path
@@ -150,7 +177,14 @@ def _load_raw(data_args: DataArguments):
                          "or --dataset_name / --dataset_path")
     saved_to_disk = data_args.dataset_path and any(
         Path(data_args.dataset_path, marker).is_file() for marker in ("dataset_dict.json", "state.json"))
-    if saved_to_disk:
+    builder = _DATA_FILE_BUILDERS.get(Path(data_args.dataset_path).suffix.lower()) \
+        if data_args.dataset_path and not data_args.dataset_name else None
+    if builder is not None and not saved_to_disk:
+        # load_dataset(path) only resolves folders and Hub ids; one file needs its format's builder
+        if not glob.glob(data_args.dataset_path):
+            raise FileNotFoundError(f"--dataset_path {data_args.dataset_path}: no such file")
+        loaded = datasets.load_dataset(builder, data_files=data_args.dataset_path, streaming=data_args.streaming)
+    elif saved_to_disk:
         loaded = datasets.load_from_disk(data_args.dataset_path)
         if data_args.streaming:
             loaded = (loaded.to_iterable_dataset() if isinstance(loaded, datasets.Dataset)
@@ -209,6 +243,71 @@ def load_training_data(data_args: DataArguments, config):
     return train, evaluation
 
 
+def _check_concept_eval(data_args: DataArguments) -> None:
+    if data_args.concept_eval and not (data_args.eval_coco_captions_json and data_args.eval_coco_images_dir):
+        raise ValueError("--concept_eval measures on a COCO-style held-out set: pass --eval_coco_captions_json and "
+                         "--eval_coco_images_dir (e.g. captions_val2017.json and val2017/)")
+
+
+def concept_eval_callback(data_args: DataArguments, tokenizer, image_processor):
+    """The ``ConceptEvalCallback`` of ``--concept_eval``, on the raw ``--eval_coco_*`` captions (all of them)."""
+    import importlib.util
+
+    from hf_hardneg.data import load_coco_captions
+    from hf_hardneg.evaluation import DEFAULT_CONCEPTS, ConceptEvalCallback
+
+    _check_concept_eval(data_args)
+    evaluation = load_coco_captions(data_args.eval_coco_captions_json, data_args.eval_coco_images_dir,
+                                    on_invalid="skip" if data_args.skip_invalid_captions else "raise")
+    plot = importlib.util.find_spec("matplotlib") is not None
+    if not plot:
+        logger.warning("matplotlib is not installed (pip install 'hf_hardneg[plot]'): --concept_eval writes the "
+                       "history file but no trade-off plot")
+    concepts = data_args.concept_eval_concepts or list(DEFAULT_CONCEPTS)
+    from hf_hardneg.trainer import resolve_concept_names
+
+    return ConceptEvalCallback(evaluation, resolve_concept_names(concepts), tokenizer, image_processor,
+                               max_examples=data_args.concept_eval_max_examples,
+                               max_retrieval_images=data_args.concept_eval_max_examples, plot=plot)
+
+
+def card_data_fields(data_args: DataArguments) -> dict:
+    """What the model card says about the training data (file and folder names only, no local paths)."""
+    if data_args.coco_captions_json:
+        return {"training_data": f"COCO captions from `{Path(data_args.coco_captions_json).name}` with the images "
+                                 f"of `{Path(data_args.coco_images_dir or '').name}`."}
+    if data_args.dataset_name:
+        name = data_args.dataset_name
+        config = f", configuration `{data_args.dataset_config_name}`" if data_args.dataset_config_name else ""
+        fields = {"training_data": f"The `{data_args.train_split}` split of `{name}`{config}."}
+        if name.count("/") == 1 and not Path(name).exists():  # a Hub id, for the card's metadata
+            fields["datasets"] = [name]
+        return fields
+    if data_args.dataset_path:
+        return {"training_data": f"A local dataset, `{Path(data_args.dataset_path).name}`."}
+    return {}
+
+
+def load_model(model_args: ModelArguments):
+    """``(model, tokenizer, image_processor)`` of ``--model_name_or_path``, with an error that says what is missing."""
+    from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+
+    from hf_hardneg.models import check_local_model_path
+
+    name = model_args.model_name_or_path
+    check_local_model_path(name, "--model_name_or_path")
+    load = dict(revision=model_args.model_revision, cache_dir=model_args.cache_dir)
+    try:
+        return (AutoModel.from_pretrained(name, **load), AutoTokenizer.from_pretrained(name, **load),
+                AutoImageProcessor.from_pretrained(name, **load))
+    except OSError as err:  # transformers: missing files, unknown repo, no network
+        hint = ("the folder lacks a model, tokenizer or image processor saved with save_pretrained"
+                if Path(name).expanduser().is_dir() else
+                "not a local folder, and as a Hub id it could not be downloaded (check the name, the network, "
+                "or HF_TOKEN for a private model)")
+        raise OSError(f"--model_name_or_path {name}: {hint} ({err})") from err
+
+
 # -- main ------------------------------------------------------------------------------------
 
 
@@ -230,16 +329,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if data_args.streaming and config.max_steps <= 0:
         raise ValueError("--streaming gives a dataset without a length; set --max_steps")
 
-    from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+    from hf_hardneg.trainer import HardNegCLIPTrainer, resolve_concept_names
 
-    from hf_hardneg.trainer import HardNegCLIPTrainer
-
+    # the cheap checks first: a typo in a concept name or the model path must not wait for the data pass
+    if config.concepts:
+        resolve_concept_names(config.concepts)
+    if data_args.concept_eval:
+        _check_concept_eval(data_args)
+        resolve_concept_names(data_args.concept_eval_concepts or [])
+    model, tokenizer, image_processor = load_model(model_args)
     train_dataset, eval_dataset = load_training_data(data_args, config)
-    load = dict(revision=model_args.model_revision, cache_dir=model_args.cache_dir)
-    model = AutoModel.from_pretrained(model_args.model_name_or_path, **load)
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, **load)
-    image_processor = AutoImageProcessor.from_pretrained(model_args.model_name_or_path, **load)
 
+    from hf_hardneg.model_card import ModelCardCallback
+
+    # the evaluation callback first, so that each checkpoint's model card shows that checkpoint's numbers
+    callbacks = [concept_eval_callback(data_args, tokenizer, image_processor)] if data_args.concept_eval else []
+    eval_name = (Path(data_args.eval_coco_captions_json).name if data_args.concept_eval
+                 else "held-out evaluation set")  # what the card's evaluation table was measured on
+    callbacks.append(ModelCardCallback(eval_dataset_name=eval_name, **card_data_fields(data_args)))
     trainer = HardNegCLIPTrainer(
         model=model,
         args=config,
@@ -249,6 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         image_processor=image_processor,
         image_column=data_args.image_column,
         caption_column=data_args.caption_column,
+        callbacks=callbacks,
     )
     resume = config.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() in {"last", "true"}:
@@ -267,4 +375,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenising happens in DataLoader workers
-    sys.exit(main())
+    try:
+        status = main()
+    except (ValueError, OSError) as error:  # bad flags, files or data: the message names them and the fix
+        from hf_hardneg.cli import report_error
+
+        status = report_error("train.py", error)
+    sys.exit(status)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # sub-command name -> module under hf_hardneg.commands
@@ -25,6 +26,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hf-hardneg",
         description="Hard-negative captions for contrastive vision-language models.",
+        epilog=f"Errors are printed as one line naming the file, row or flag and the fix (exit status 2 for bad "
+               f"input, 1 for network or disk failures); set {TRACEBACK_ENV}=1 to see the traceback instead.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module in COMMANDS.items():
@@ -42,12 +45,38 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+#: set to 1 to get the full traceback of an error instead of its one-line message
+TRACEBACK_ENV = "HF_HARDNEG_TRACEBACK"
+
+# errors whose message already says what was wrong with the user's input and how to fix it
+_INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def report_error(prog: str, err: BaseException) -> int:
+    """Print ``err`` as one ``PROG: error: MESSAGE`` line on stderr and return the exit status.
+
+    The library's errors name the file, row or flag and the fix; a traceback
+    through ``datasets`` or ``transformers`` internals only buries that line.
+    Status 2: bad input (a ``ValueError`` or a missing/unreadable path); 1: any other
+    ``OSError`` (network, Hub, disk). With ``HF_HARDNEG_TRACEBACK=1`` the error is
+    re-raised instead, for bug reports.
+    """
+    if os.environ.get(TRACEBACK_ENV, "").strip().lower() in {"1", "true", "yes"}:
+        raise err
+    message = str(err) or type(err).__name__
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return 2 if isinstance(err, _INPUT_ERRORS) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     chosen = next((a for a in argv if a in COMMANDS), None)
     parser = build_parser(only=chosen)
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, OSError) as err:
+        return report_error(f"hf-hardneg {args.command}", err)
 
 
 if __name__ == "__main__":

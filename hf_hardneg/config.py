@@ -113,8 +113,8 @@ class HardNegCLIPConfig(TrainingArguments):
     save_fraction_of_data: float = field(
         default=0.1,
         metadata={"help": "Save a checkpoint after every such fraction of one pass over the training data "
-                          "(paper: 0.1). Overrides save_steps when the dataset has a length; 0 disables it "
-                          "and save_steps/save_strategy apply as usual."},
+                          "(paper: 0.1), when the dataset has a length and save_steps is left at its default; "
+                          "an explicit save_steps wins. 0 disables it and save_steps/save_strategy apply as usual."},
     )
 
     def __post_init__(self):
@@ -132,3 +132,16 @@ class HardNegCLIPConfig(TrainingArguments):
             )
         if isinstance(self.concepts, str):  # a single name from Python code or a YAML scalar
             self.concepts = [self.concepts]
+        accelerator_config = getattr(self, "accelerator_config", None)
+        if accelerator_config is not None and hasattr(accelerator_config, "dispatch_batches"):
+            # With dispatch_batches (accelerate's default for IterableDataset, i.e. --streaming), process 0
+            # reads each batch and cuts EVERY tensor to the per-process batch size along dim 0. The
+            # collator's input_ids hold n*(1+k) texts for n images, so that cut drops the hard negatives
+            # (and under several processes hands out the wrong captions). Each process reads its own
+            # share of the stream instead.
+            if accelerator_config.dispatch_batches:
+                raise ValueError(
+                    "accelerator_config dispatch_batches=True cuts each batch tensor to the per-process image "
+                    "count, which drops the hard-negative captions (input_ids holds n*(1+k) texts); leave it unset"
+                )
+            accelerator_config.dispatch_batches = False

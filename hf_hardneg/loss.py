@@ -11,7 +11,9 @@ negatives per image; the global batch over W processes has N images. Image
     off-diagonal columns (other images' captions) are swapped for g's own hard
     negatives, so every row keeps N columns and the share of hard negatives is
     k/N. The columns are drawn for the *global* batch, identically on every
-    process, so a W-process run computes the same loss as one process.
+    process, so a W-process run computes the same loss as one process. A batch
+    with N <= k images (an epoch's short last batch) replaces its N-1 other
+    captions and appends g's remaining hard negatives, rather than failing.
   - ``mode="append"`` (NegCLIP): all N*k hard negatives of the batch become
     extra columns (image-major: column ``N + g*k + j`` is g's j-th negative), so
     each row has N + N*k columns; another image's hard negatives are ordinary
@@ -277,9 +279,15 @@ class _HardNegativeLossBase(nn.Module):
             return logits
         if self.mode == "append":
             return torch.cat([logits, scale * (img @ all_hn.T)], dim=1)
-        offset, n = sum(sizes[:rank]), img.shape[0]
-        cols = self._columns(sum(sizes), k, generator, replace_columns, img.device)[offset: offset + n]
+        offset, n, total = sum(sizes[:rank]), img.shape[0], sum(sizes)
+        # A global batch of N <= k images (the short last batch of an epoch, or one thinned by skipped
+        # corrupt images) has only N-1 other captions to replace: the remaining hard negatives are
+        # appended to the row, which then scores the positive against all k of its own hard negatives.
+        replaced = min(k, total - 1)
+        cols = self._columns(total, replaced, generator, replace_columns, img.device)[offset: offset + n]
         own = scale * (img[:, None] * hn).sum(-1)
+        if replaced < k:
+            return torch.cat([logits.scatter(1, cols, own[:, :replaced]), own[:, replaced:]], dim=1)
         return logits.scatter(1, cols, own)
 
 

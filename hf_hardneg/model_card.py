@@ -433,7 +433,9 @@ def _same_as_default(name: str, default: Any, value: Any) -> bool:
         return True
     if name == "accelerator_config" and default is None and isinstance(value, dict):
         reference = _accelerator_config_defaults() or {}
-        return all(k in reference and reference[k] == v for k, v in value.items())
+        # HardNegCLIPConfig always turns dispatch_batches off (see its __post_init__): not a user choice
+        return all(k in reference and (reference[k] == v or (k == "dispatch_batches" and not v))
+                   for k, v in value.items())
     return False
 
 

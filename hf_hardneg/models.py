@@ -24,6 +24,7 @@ from torch import nn
 
 __all__ = [
     "SUPPORTED_MODEL_CLASSES",
+    "check_local_model_path",
     "encode_batch",
     "encode_images",
     "encode_texts",
@@ -55,6 +56,31 @@ def _supported_classes() -> dict[type, bool]:
             continue
         found[cls] = sigmoid
     return found
+
+
+def check_local_model_path(name_or_path: str, what: str = "model") -> None:
+    """Raise ``FileNotFoundError`` when ``name_or_path`` can only be a local folder and is not one.
+
+    A Hub id is ``name`` or ``namespace/name``; an absolute path, one starting with
+    ``.`` or ``~``, or one with more than one separator can only be local. Without
+    this check ``from_pretrained`` treats a mistyped folder as a Hub id and fails with
+    "Repo id must be in the form 'repo_name' or 'namespace/repo_name'", which does not
+    say that the folder is missing.
+    """
+    import os
+    from pathlib import Path
+
+    text = os.fspath(name_or_path)
+    local_only = (os.path.isabs(text) or text.startswith((".", "~")) or text.count("/") > 1
+                  or (os.sep != "/" and os.sep in text))
+    path = Path(text).expanduser()
+    if path.is_file():
+        raise NotADirectoryError(f"{what} {text}: a file, not a folder; pass the folder that save_pretrained "
+                                 "wrote (config.json, weights, tokenizer and image processor)")
+    if local_only and not path.is_dir():
+        raise FileNotFoundError(f"{what} {text}: no such folder (a local path, so not looked up on the Hub); "
+                                "pass the folder that save_pretrained wrote, or a Hub id such as "
+                                "openai/clip-vit-base-patch32")
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

@@ -42,6 +42,7 @@ the number of distinct text shapes -- hence recompilations -- small;
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -67,6 +68,8 @@ _SCALE_SUM, _HN_CORRECT, _SCALE_COUNT, _HN_COUNT, _SAMPLES, _SKIPPED = range(6)
 # parameters never decayed besides the Trainer's (biases, norms): decaying the temperature or the
 # sigmoid bias pulls the learned calibration toward 0, which is not regularisation
 _NO_DECAY_SUFFIXES = ("logit_scale", "logit_bias")
+# TrainingArguments' own save_steps default: any other value is the user's explicit choice
+_DEFAULT_SAVE_STEPS = next(f.default for f in dataclasses.fields(HardNegCLIPConfig) if f.name == "save_steps")
 
 
 def prepare_image_column(dataset: Any, image_column: str = "image") -> Any:
@@ -227,6 +230,13 @@ class HardNegCLIPTrainer(Trainer):
         caption_column = getattr(data_collator, "caption_column", caption_column)
 
         def prepare(dataset):
+            columns = getattr(dataset, "column_names", None)
+            # known up front: fail here, not in a DataLoader worker at step 1 (a custom collator may read others)
+            if isinstance(columns, list) and isinstance(data_collator, HardNegativeCollator):
+                for what, column in (("image_column", image_column), ("caption_column", caption_column)):
+                    if column not in columns:
+                        raise ValueError(f"the dataset has no column {column!r} ({what}); its columns are "
+                                         f"{columns}. Pass {what}= to HardNegCLIPTrainer (train.py: --{what})")
             if _needs_negatives(dataset, args):
                 logger.info("adding %d hard negatives per row for concepts %s", args.num_hard_negatives,
                             args.concepts)
@@ -271,9 +281,19 @@ class HardNegCLIPTrainer(Trainer):
     # -- set-up ------------------------------------------------------------------------------
 
     def _apply_save_fraction(self) -> None:
-        """Turn ``save_fraction_of_data`` into ``save_steps`` (optimizer steps per that share of one epoch)."""
+        """Turn ``save_fraction_of_data`` into ``save_steps`` (optimizer steps per that share of one epoch).
+
+        A ``save_steps`` other than ``TrainingArguments``' default (500) was chosen by the
+        user and is kept: silently saving on another schedule than the one asked for
+        surprises more than it helps.
+        """
         fraction = self.args.save_fraction_of_data
         if not fraction or self.args.save_strategy != "steps" or self.train_dataset is None:
+            return
+        # (a value this method wrote into the same args object before is not the user's choice)
+        if self.args.save_steps not in (_DEFAULT_SAVE_STEPS, getattr(self.args, "_save_steps_from_fraction", None)):
+            logger.info("save_steps=%s was set, so it applies instead of save_fraction_of_data=%s",
+                        self.args.save_steps, fraction)
             return
         try:
             num_rows = len(self.train_dataset)
@@ -286,6 +306,7 @@ class HardNegCLIPTrainer(Trainer):
         batches = math.floor(batches) if self.args.dataloader_drop_last else math.ceil(batches)
         steps_per_epoch = max(1, math.ceil(batches / self.args.gradient_accumulation_steps))
         self.args.save_steps = max(1, round(fraction * steps_per_epoch))
+        self.args._save_steps_from_fraction = self.args.save_steps
         if self.args.load_best_model_at_end and self.args.eval_strategy == "steps" \
                 and (self.args.eval_steps or 0) >= 1 and self.args.save_steps % self.args.eval_steps:
             # picking the best checkpoint needs an evaluation at every save

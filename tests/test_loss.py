@@ -289,7 +289,7 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="logit_scale is required"):
         loss(img, txt, hn)
     with pytest.raises(ValueError, match="at least k\\+1=4 images"):
-        HardNegativeContrastiveLoss("replace")(img[:3], txt[:3], torch.randn(3, 3, 5), 1.0)
+        draw_replacement_columns(3, 3)
     with pytest.raises(ValueError, match="mode must be one of"):
         HardNegativeContrastiveLoss("swap")
     with pytest.raises(ValueError, match=r"\(global batch, k\) = \(4, 2\)"):

@@ -158,7 +158,8 @@ def load_coco_captions(
             if on_invalid == "raise":
                 raise ValueError(
                     f"{path}: {where} (caption id {caption_id}, image {image_id}): caption is {problem}; "
-                    "fix the file or pass on_invalid='skip' to leave it out (skips are counted and reported)"
+                    "fix the file, or pass on_invalid='skip' (train.py: --skip_invalid_captions) to leave such "
+                    "captions out (skips are counted and reported)"
                 )
             skipped.append(f"{where} (id {caption_id}): {problem}")
             continue

@@ -43,7 +43,17 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:  # "Expected one of cpu, cuda, ... device type at start of device string"
+        raise ValueError(f"device {device!r} is not a torch device name (cpu, cuda, cuda:1, mps, ...): {err}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        # otherwise the first .to(device) fails deep in torch with "Torch not compiled with CUDA enabled"
+        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA GPU on this machine "
+                         f"(torch {torch.__version__}); use --device cpu or auto")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return resolved
 
 
 _DTYPES = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
@@ -174,7 +184,10 @@ class Embedder:
         """
         from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
+        from hf_hardneg.models import check_local_model_path
+
         path = os.fspath(path_or_id)
+        check_local_model_path(path, "evaluation model")
         at: dict[str, Any] = {"revision": revision} if revision else {}
         weights = {"dtype": getattr(torch, dtype) if isinstance(dtype, str) else dtype} if dtype is not None else {}
         try:

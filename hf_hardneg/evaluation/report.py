@@ -116,6 +116,10 @@ def results_table(results: Mapping[str, Any], digits: int = 3) -> str:
         parts += [f"- `{task}`: {msg}" for task, msg in errors.items()]
     parts += ["", "Ties (and near-ties within the tie tolerance) count against the correct answer; "
               "micro = pooled over examples, macro = mean over subsets."]
+    if "inpaintcoco" in results.get("tasks", {}):
+        # the paper reports InpaintCOCO as "accuracy following Equation (1)": say which row that is
+        parts.append("InpaintCOCO: `image_score` is the paper's Equation (1) accuracy (each caption scores its "
+                     "own image above the other one).")
     return "\n".join(parts) + "\n"
 
 

@@ -293,6 +293,13 @@ def evaluate_model(
         try:
             label, kind, metrics = TASKS[task](run)
         except Exception as err:  # noqa: BLE001 -- reported below, or re-raised
+            if isinstance(err, OSError) and task not in run.sources and task not in ("concept", "retrieval"):
+                # offline, or no access to the Hub default: say how to use a local copy instead
+                hinted = OSError(f"{err}. The {task} task reads its data from the Hub unless given a source; for a "
+                                 f"local copy pass --source {task}=PATH (Python: sources={{{task!r}: PATH}})")
+                if on_error == "raise":
+                    raise hinted from err
+                err = hinted
             if on_error == "raise":
                 raise
             errors[task] = f"{type(err).__name__}: {err}"
