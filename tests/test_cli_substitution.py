@@ -90,7 +90,7 @@ def test_negatives_match_add_hard_negatives(coco_mini, val_json, tmp_path, capsy
             k: exp[k] for k in ("caption", "caption_id", "image_id")}
         for col in ("negative_1", "negative_2", "negative_3", "hard_negative_concept", "hard_negative_keyword"):
             assert row[col] == exp[col]
-    assert f"795 captions read; {len(rows)} with a object keyword" in err
+    assert f"795 captions read; {len(rows)} with a keyword of object" in err
     assert not (tmp_path / "deep" / "neg.jsonl.tmp").exists()
 
 

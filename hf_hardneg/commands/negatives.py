@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         os.replace(tmp_path, out_path)  # no half-written file under the final name
     names = ", ".join(c.name for c in concepts)
     print(
-        f"{args.captions}: {len(records)} captions read; {len(todo) - without} with a {names} keyword; "
+        f"{args.captions}: {len(records)} captions read; {len(todo) - without} with a keyword of {names}; "
         f"{without} without ({'written with null negatives' if args.keep_all else 'not written'}); "
         f"{len(invalid)} invalid skipped; {written} rows written to {args.output}",
         file=sys.stderr,
