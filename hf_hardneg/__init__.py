@@ -30,11 +30,20 @@ _EXPORTS = {
     # training
     "HardNegativeContrastiveLoss": "hf_hardneg.loss",
     "HardNegativeSigmoidLoss": "hf_hardneg.loss",
+    "build_loss_for": "hf_hardneg.loss",
     "HardNegativeCollator": "hf_hardneg.collator",
     "HardNegCLIPConfig": "hf_hardneg.config",
     "HardNegCLIPTrainer": "hf_hardneg.trainer",
     # evaluation
     "evaluate_model": "hf_hardneg.evaluation",
+    "ConceptEvalCallback": "hf_hardneg.evaluation",
+    # publishing
+    "create_model_card": "hf_hardneg.model_card",
+    "write_model_card": "hf_hardneg.model_card",
+    "ModelCardCallback": "hf_hardneg.model_card",
+    "push_checkpoint": "hf_hardneg.commands.push",
+    # the embedded synthetic world
+    "make_synthetic_dataset": "hf_hardneg.synthetic",
 }
 
 __all__ = ["__version__", *_EXPORTS]
