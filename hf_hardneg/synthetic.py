@@ -22,13 +22,31 @@ Everything is deterministic: scene ``i`` of seed ``s`` depends only on ``(s,
 i)``, not on how many scenes are generated, so a larger world extends a smaller
 one. Scene metadata (every object's noun, colour, size class, box and drawing
 order) is kept as columns so captions can be checked against the picture.
+
+Two layouts: ``"free"`` places objects anywhere in their own region of the
+canvas (and may tuck one partly over another, for "in front of"/"behind");
+``"grid"`` centres each object in a quadrant, aligned with 8- or 16-pixel
+patches. A tiny ViT trained from scratch learns the grid's shapes in a few
+thousand steps, the free layout's far more slowly; the demo uses the grid.
+
+Vocabulary notes: noun phrases use "the" (never "a"/"an", whose choice would
+reveal whether the true colour starts with a vowel: "an red" would be a
+give-away negative). "orange" is a colour here, never a fruit, but the
+*object* concept matches it by spelling too (see :mod:`hf_hardneg.concepts`).
+
+Example::
+
+    >>> from hf_hardneg.synthetic import WorldConfig, make_synthetic_dataset
+    >>> ds = make_synthetic_dataset(1000, seed=0, config=WorldConfig(layout="grid"))
+    >>> ds[0]["caption"], ds[0]["coarse_caption"]  # doctest: +SKIP
+    ('the small red clock to the left of the blue kite on a pink blanket', 'the clock and the kite on a pink blanket')
 """
 
 from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -248,10 +266,17 @@ DEFAULT_OBJECTS: tuple[str, ...] = tuple(GLYPHS)
 class WorldConfig:
     """Knobs of the world. Defaults give 18 objects x 9 colours x 3 sizes, 2-4 per scene.
 
-    The caption probabilities decide how often each concept appears in the
-    detailed caption: ``p_color`` per mentioned object, ``p_size`` per object
-    that is not medium-sized, ``p_relation`` per caption (a relation between two
-    objects), ``p_side`` per caption without relation ("... on the left").
+    Pictures: ``image_size`` pixels square, drawn at ``supersample`` times that
+    size and box-filtered down; ``layout`` ``"free"`` or ``"grid"`` (see the
+    module docstring); in the free layout ``p_overlap`` is the chance that an
+    object is tucked partly over an earlier one.
+
+    Captions: every object is named once; the probabilities decide how often
+    each concept shows in the detailed caption: ``p_color`` per object,
+    ``p_size`` per object that is not medium-sized, ``p_relation`` per caption
+    (a relation between two objects), ``p_side`` per caption without relation
+    ("... on the left"), ``p_background`` per caption (both captions then name
+    the background).
     """
 
     image_size: int = 32
@@ -285,12 +310,15 @@ class WorldConfig:
                 f"need 1 <= min_objects ({self.min_objects}) <= max_objects ({self.max_objects}) "
                 f"<= number of objects ({len(self.objects)}): each scene holds distinct objects"
             )
-        if self.max_objects > 5:
-            raise ValueError("max_objects > 5 does not fit without heavy overlap; use at most 5")
+        if self.max_objects > 4:
+            raise ValueError(f"max_objects={self.max_objects}: at most 4 (each object gets a quadrant of the canvas)")
         if self.layout not in ("free", "grid"):
             raise ValueError(f"layout must be 'free' or 'grid', got {self.layout!r}")
-        if self.layout == "grid" and self.max_objects > 4:
-            raise ValueError("layout='grid' has 4 cells: use max_objects <= 4")
+        for name in ("p_overlap", "p_color", "p_size", "p_relation", "p_side", "p_background"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
+        if self.supersample < 1:
+            raise ValueError(f"supersample must be >= 1, got {self.supersample}")
         if self.image_size < 16:
             raise ValueError(f"image_size={self.image_size} is too small to draw glyphs; use >= 16")
         if len(self.size_probs) != 3 or abs(sum(self.size_probs) - 1) > 1e-6 or min(self.size_probs) < 0:
@@ -425,8 +453,13 @@ def generate_scene(rng: np.random.Generator, config: WorldConfig) -> Scene:
                     box = cand
                     break
             if box is not None:
-                # the tucked object may use the space of a cell it now overlaps; drop such cells
-                free = [c for c in free if _overlap_fraction(c, box) == 0]
+                # the tucked object may reach into free cells, which are then lost; tuck only if the
+                # objects still to come keep a cell each
+                still_free = [c for c in free if _overlap_fraction(c, box) == 0]
+                if len(still_free) >= n - depth - 1:
+                    free = still_free
+                else:
+                    box = None
         if box is None:
             if not free:
                 continue  # no room left: the scene keeps fewer objects
