@@ -333,7 +333,7 @@ def train_stage2(cfg: DemoConfig, data: Mapping[str, Any], stage1_dir: Path, run
         data["eval"], cfg.checkpoint_concepts, tokenizer, image_processor, output_dir=out, run_name=name,
         max_examples=cfg.checkpoint_eval_examples, batch_size=cfg.eval_batch_size, plot=False,
         evaluate_on_epoch_end=False, seed=0)
-    # the paper's per-concept subset for BOTH runs (the trainer itself only filters when it adds negatives)
+    # the paper's per-concept subset for both runs (the trainer applies it too; done here to share the rows)
     train_dataset = apply_concepts(data["stage2"], args)
     trainer = HardNegCLIPTrainer(model, args, train_dataset=train_dataset, processing_class=tokenizer,
                                  image_processor=image_processor, callbacks=[callback])
@@ -438,7 +438,8 @@ def run_demo(cfg: DemoConfig, retrain_stage1: bool = False) -> dict[str, Any]:
         plots[concept] = str(plot_tradeoff(
             {_label(name): points for name, points in histories.items()},
             run_dir / f"tradeoff_{concept}.png", concept=concept,
-            title=f"Synthetic world, seed {cfg.seed}: {concept} accuracy vs. text-to-image R@5"))
+            title=f"Synthetic world, seed {cfg.seed}: {concept} accuracy vs. text-to-image R@5",
+            dataset_name="held-out synthetic scenes"))
     timings["total_s"] = time.perf_counter() - t0
 
     summary = {name: headline(res, cfg.eval_concepts) for name, res in results.items()}

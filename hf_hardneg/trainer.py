@@ -128,11 +128,17 @@ def apply_concepts(dataset: Any, args: HardNegCLIPConfig, caption_column: str = 
     return keep_rows_with_keywords(dataset, concepts, caption_column=caption_column, num_proc=num_proc)
 
 
-def _needs_negatives(dataset: Any, args: HardNegCLIPConfig) -> bool:
-    """True when the config asks for concept negatives that the dataset does not have yet."""
+def _needs_concepts(dataset: Any, args: HardNegCLIPConfig) -> bool:
+    """True when ``args.concepts`` still has to be applied to ``dataset``.
+
+    With k > 0 that is when the rows lack their negatives; with k = 0 (classic
+    training) the rows are always restricted to the concepts' subset, so a classic
+    run and a hard-negative run with the same ``concepts`` see the same captions.
+    """
     columns = getattr(dataset, "column_names", None)
-    return bool(args.concepts) and args.num_hard_negatives > 0 and columns is not None \
-        and count_negative_columns(columns) < args.num_hard_negatives
+    if not args.concepts or columns is None:
+        return False
+    return args.num_hard_negatives == 0 or count_negative_columns(columns) < args.num_hard_negatives
 
 
 def _text_max_length(model: nn.Module, tokenizer: Any) -> int | None:
@@ -237,9 +243,9 @@ class HardNegCLIPTrainer(Trainer):
                     if column not in columns:
                         raise ValueError(f"the dataset has no column {column!r} ({what}); its columns are "
                                          f"{columns}. Pass {what}= to HardNegCLIPTrainer (train.py: --{what})")
-            if _needs_negatives(dataset, args):
-                logger.info("adding %d hard negatives per row for concepts %s", args.num_hard_negatives,
-                            args.concepts)
+            if _needs_concepts(dataset, args):
+                logger.info("applying concepts %s (keyword subset, %d hard negatives per row)", args.concepts,
+                            args.num_hard_negatives)
                 dataset = apply_concepts(dataset, args, caption_column)
             return prepare_image_column(dataset, image_column)
 

@@ -212,6 +212,20 @@ def test_concepts_in_the_config_add_negatives_to_plain_data(tmp_path, tiny_clip_
     trainer.train()
 
 
+def test_classic_run_with_concepts_trains_on_the_same_subset(tmp_path, tiny_clip_dir, tiny_captions):
+    """k=0 with concepts: the classic baseline sees exactly the captions the HN run sees, without negatives."""
+    model, tokenizer, image_processor = load_tiny(tiny_clip_dir)
+    plain = make_rows(tiny_captions, num_rows=16, k=0)
+    subsets = {}
+    for k in (0, 1):
+        args = make_args(tmp_path / f"k{k}", num_hard_negatives=k, concepts=["size"], max_steps=1)
+        trainer = HardNegCLIPTrainer(model, args, train_dataset=plain, processing_class=tokenizer,
+                                     image_processor=image_processor)
+        subsets[k] = trainer.train_dataset
+    assert subsets[0]["caption"] == subsets[1]["caption"] and 0 < len(subsets[0]) < len(plain)
+    assert not any(name.startswith("negative_") for name in subsets[0].column_names)
+
+
 def test_gradient_checkpointing_gives_the_same_gradients(tmp_path, tiny_clip_dir, tiny_captions):
     grads = []
     for checkpointing in (False, True):

@@ -75,6 +75,7 @@ class ConceptEvalCallback(TrainerCallback):
         evaluate_at_start: bool = True,
         evaluate_on_epoch_end: bool = True,
         plot: bool = True,
+        dataset_name: str = "COCO",
         seed: int = 0,
         progress: bool = False,
     ):
@@ -95,6 +96,7 @@ class ConceptEvalCallback(TrainerCallback):
         self.run_name = run_name
         self.batch_size, self.autocast_dtype, self.tie_tolerance = batch_size, autocast_dtype, tie_tolerance
         self.evaluate_at_start, self.evaluate_on_epoch_end, self.plot = evaluate_at_start, evaluate_on_epoch_end, plot
+        self.dataset_name = dataset_name  # names the retrieval set on the plot's x axis
         self.progress = progress
         self.history: list[dict[str, Any]] = []
 
@@ -155,7 +157,7 @@ class ConceptEvalCallback(TrainerCallback):
         if self.plot:
             from .plotting import plot_tradeoff
 
-            plot_tradeoff({name: self.history}, self.plot_path(args))
+            plot_tradeoff({name: self.history}, self.plot_path(args), dataset_name=self.dataset_name)
 
     # ------------------------------------------------------------------ events
     def on_train_begin(self, args, state, control, model=None, **kwargs):

@@ -54,12 +54,14 @@ def plot_tradeoff(
     retrieval_key: str = "t2i_R@5",
     title: str | None = None,
     dpi: int = 150,
+    dataset_name: str = "COCO",
 ) -> Path:
     """Draw concept accuracy (y) against retrieval ``retrieval_key`` (x), one line per run; save as PNG.
 
     ``histories`` maps a run name to its points, each a dict with ``step``,
     ``epoch``, ``epoch_end``, ``concept_accuracy`` (per concept) and the
-    retrieval metric -- what the callback records. Returns the written path.
+    retrieval metric -- what the callback records. ``dataset_name`` names the
+    retrieval set on the x axis. Returns the written path.
     """
     if not histories:
         raise ValueError("no histories to plot")
@@ -84,7 +86,7 @@ def plot_tradeoff(
                         markeredgecolor=line.get_color(), zorder=3)
                 ax.annotate(str(int(round(p.get("epoch", 0)))), (x, y), textcoords="offset points",
                             xytext=(5, 5), fontsize=8, color=line.get_color())
-    ax.set_xlabel(f"general retrieval: COCO {retrieval_key.replace('_', ' ')}")
+    ax.set_xlabel(f"general retrieval: {dataset_name} {retrieval_key.replace('_', ' ')}")
     ax.set_ylabel(f"concept accuracy ({concept})" if concept else "concept accuracy")
     ax.set_title(title or "Concept understanding vs. general retrieval")
     ax.grid(True, alpha=0.3)
