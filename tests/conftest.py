@@ -56,3 +56,16 @@ def tiny_clip_dir(tmp_path_factory, tiny_captions) -> Path:
     path = tmp_path_factory.mktemp("tiny_clip")
     make_tiny_model(tiny_captions, path, kind="clip")
     return path
+
+
+@pytest.fixture(scope="session")
+def train_script():
+    """The top-level train.py imported as a module (it is a script, not part of the package)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("hf_hardneg_train_script", REPO_ROOT / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module

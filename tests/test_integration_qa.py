@@ -6,7 +6,6 @@ Each test names the journey that broke. All run on tiny models and a handful of 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import runpy
 import sys
@@ -28,13 +27,6 @@ torch.set_num_threads(1)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def train_script():
-    spec = importlib.util.spec_from_file_location("hf_hardneg_train_script_qa", REPO_ROOT / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

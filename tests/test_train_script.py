@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,13 +21,6 @@ PAPER_RUNS = {  # name -> (num_hard_negatives, concepts)
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def train_script():
-    spec = importlib.util.spec_from_file_location("hf_hardneg_train_script", REPO_ROOT / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_every_paper_run_has_a_config_that_parses(train_script, tmp_path):
