@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -128,8 +129,9 @@ def test_summary_over_seeds_and_table():
     reports = [{"summary": {"classic": {"color": 0.2, "t2i_R@5": 0.9}, "hn1": {"color": 0.5, "t2i_R@5": 0.8}}},
                {"summary": {"classic": {"color": 0.4, "t2i_R@5": 0.9}, "hn1": {"color": 0.7, "t2i_R@5": 1.0}}}]
     stats = summarize_seeds(reports)
-    assert stats["classic"]["color"] == pytest.approx((0.3, 0.1414213), rel=1e-5)
-    assert stats["hn1"]["t2i_R@5"] == pytest.approx((0.9, 0.1414213), rel=1e-5)
+    # sample standard deviation of two values 0.2 apart: sqrt(0.02); plain float64 arithmetic
+    assert stats["classic"]["color"] == pytest.approx((0.3, math.sqrt(0.02)), rel=1e-12)
+    assert stats["hn1"]["t2i_R@5"] == pytest.approx((0.9, math.sqrt(0.02)), rel=1e-12)
     table = format_table(stats, ["color", "t2i_R@5"], chance={"color": 1 / 9})
     assert table.splitlines() == [
         "| model | color | t2i R@5 |",

@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _float_tolerance import f32_logit_tolerance
 from hf_hardneg.cli import main as cli_main
 from hf_hardneg.config import HardNegCLIPConfig
 from hf_hardneg.loss import HardNegativeContrastiveLoss, HardNegativeSigmoidLoss
@@ -62,20 +63,27 @@ def _args(tmp_path, **overrides):
 def test_replace_mode_batch_smaller_than_k_plus_one_appends_the_rest():
     # 70 colour rows at batch 3 leave one image in the last batch: it used to stop training with
     # "the global batch needs at least k+1=2 images"
+    # float64 throughout: the loss computes in its inputs' precision, so the reference differs only by
+    # float64 rounding (about 1e-16), on every CPU
     torch.manual_seed(0)
-    img, txt, hn = torch.randn(1, 6), torch.randn(1, 6), torch.randn(1, 1, 6)
+    img, txt, hn = (torch.randn(*shape, dtype=torch.float64) for shape in ((1, 6), (1, 6), (1, 1, 6)))
     out = HardNegativeContrastiveLoss("replace")(img, txt, hn, 10.0)
     i, t, h = (F.normalize(x, dim=-1) for x in (img, txt, hn[:, 0]))
     expected = 0.5 * F.cross_entropy(10.0 * torch.stack([(i * t).sum(-1), (i * h).sum(-1)], dim=1), torch.tensor([0]))
-    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-12, abs=1e-14)
 
     # N=3, k=3: each row holds its positive and exactly its own three hard negatives
-    img, txt, hn = torch.randn(3, 6), torch.randn(3, 6), torch.randn(3, 3, 6)
+    img, txt, hn = (torch.randn(*shape, dtype=torch.float64) for shape in ((3, 6), (3, 6), (3, 3, 6)))
     out = HardNegativeContrastiveLoss("replace")(img, txt, hn, 10.0, generator=torch.Generator().manual_seed(1))
     i, t, h = F.normalize(img, dim=-1), F.normalize(txt, dim=-1), F.normalize(hn, dim=-1)
     for row in range(3):
         wanted = sorted([10.0 * (i[row] @ t[row]).item()] + (10.0 * (h[row] @ i[row])).tolist())
-        assert sorted(out.logits_per_image[row].tolist()) == pytest.approx(wanted, rel=1e-5)
+        assert sorted(out.logits_per_image[row].tolist()) == pytest.approx(wanted, rel=1e-12, abs=1e-13)
+    # the float32 path gives the same logits within float32 rounding of 6-dim dot products
+    out32 = HardNegativeContrastiveLoss("replace")(img.float(), txt.float(), hn.float(), 10.0,
+                                                   generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(out32.logits_per_image.double(), out.logits_per_image, rtol=0,
+                               atol=f32_logit_tolerance(10.0, 6))
     sigmoid = HardNegativeSigmoidLoss("replace")(img, txt, hn, 10.0, -1.0, generator=torch.Generator().manual_seed(1))
     assert sigmoid.logits_per_image.shape == (3, 4) and torch.isfinite(sigmoid.loss)
 

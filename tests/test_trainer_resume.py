@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
+from _float_tolerance import FLOAT32_EPS
 from hf_hardneg.trainer import HardNegCLIPTrainer
 
 from test_trainer import load_tiny, make_args, make_rows
@@ -35,7 +36,9 @@ def test_resumed_run_reproduces_the_uninterrupted_losses(tmp_path, tiny_clip_dir
     rows = make_rows(tiny_captions, num_rows=12, k=2)
 
     def run(output_dir, resume=None, callbacks=()):
-        model, tokenizer, image_processor = load_tiny(tiny_clip_dir)
+        # float64: the resumed run reloads weights and optimizer state, and its losses then agree with the
+        # uninterrupted run's to float64 rounding, whatever the CPU's kernels
+        model, tokenizer, image_processor = load_tiny(tiny_clip_dir, torch.float64)
         args = make_args(output_dir, num_hard_negatives=2, hard_negative_mode="replace", max_steps=7,
                          save_strategy="steps", save_steps=4, save_fraction_of_data=0, substitution_seed=11)
         trainer = HardNegCLIPTrainer(model, args, train_dataset=rows, processing_class=tokenizer,
@@ -55,4 +58,5 @@ def test_resumed_run_reproduces_the_uninterrupted_losses(tmp_path, tiny_clip_dir
     assert sorted(resumed) == list(range(1, 8))
     assert all(resumed[step] == full[step] for step in (1, 2, 3, 4))
     for step in (5, 6, 7):
-        assert resumed[step] == pytest.approx(full[step], rel=1e-6, abs=1e-7), f"step {step}"
+        # logged losses pass through the Trainer's float32 sum: equal up to one float32 rounding
+        assert resumed[step] == pytest.approx(full[step], rel=4 * FLOAT32_EPS), f"step {step}"
