@@ -196,9 +196,34 @@ class HardNegativeCollator:
                 attention_mask = torch.nn.functional.pad(attention_mask, extra, value=0)
         return {"input_ids": input_ids, "attention_mask": attention_mask}
 
+    def placeholder_batch(self) -> dict[str, Any]:
+        """A batch of one blank image and blank texts, marked ``num_placeholder_images=1``.
+
+        For a process whose share of an epoch's short last global batch is empty
+        (see :class:`hf_hardneg.data.sampling.GlobalBatchSampler`): it must still
+        run the model and join the loss's collectives, but nothing it holds may
+        count. The trainer runs the placeholder through the model and leaves it
+        out of the loss.
+        """
+        if self.num_hard_negatives is None:
+            raise ValueError("an empty batch cannot tell how many hard negatives a row has; "
+                             "set num_hard_negatives on the collator")
+        import PIL.Image
+
+        target = processor_target_size(self.image_processor) or {}
+        side = int(target.get("shortest_edge") or target.get("height") or 224)
+        image = PIL.Image.new("RGB", (int(target.get("width") or side), side))
+        batch = {"pixel_values": self.image_processor(images=[image], return_tensors="pt")["pixel_values"]}
+        batch.update(self._tokenize([""] * (1 + self.num_hard_negatives)))
+        batch["num_hard_negatives"] = self.num_hard_negatives
+        batch["num_placeholder_images"] = 1
+        if self.skip_corrupt_images:
+            batch["num_skipped_images"] = 0
+        return batch
+
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if not rows:
-            raise ValueError("cannot collate an empty list of rows")
+            return self.placeholder_batch()
         k = self._num_negatives(rows)
         images, positives, negatives, skipped = [], [], [], 0
         for index, row in enumerate(rows):

@@ -15,9 +15,11 @@ parameter gradients exact. Features that are *not* gathered (own hard
 negatives) get the same ``W`` factor automatically, since only the owning
 process's loss touches them, and ``loss_r / n`` is ``W`` times ``loss / N``.
 
-With unequal batch sizes the global mean weights process r by n_r / N, so a
-caller that wants the exact global loss multiplies the local loss by
-``n_r * W / N`` before DDP averages (tested in tests/test_distributed_loss.py).
+With unequal batch sizes (an epoch's short last batch, a process whose share
+of it is empty) the global mean weights process r by n_r / N, so the losses
+return ``sum of the local terms * W / N`` rather than the local mean: after
+DDP's division by W that is exactly the global mean (tested with real
+processes in tests/test_distributed_loss.py and tests/test_trainer_distributed.py).
 
 All helpers work without an initialised process group (world size 1).
 """

@@ -28,8 +28,12 @@ negatives per image; the global batch over W processes has N images. Image
 Both take raw embeddings (normalised here, in float32 with autocast off, since
 bf16 logits lose the small differences hard negatives are about) and follow
 open_clip's local-loss scheme (see :mod:`hf_hardneg.distributed`): memory is
-O(n * N) per process (O(n * N * (1+k)) in append mode), and the mean of the per-process losses -- what DDP's
-gradient averaging optimises -- equals the one-process loss, gradients included.
+O(n * N) per process (O(n * N * (1+k)) in append mode), and the mean of the
+per-process losses -- what DDP's gradient averaging optimises -- equals the
+one-process loss, gradients included. That holds for unequal batch sizes too
+(an epoch's short last batch, a process with no rows at all): each process
+returns the sum of its rows' terms times W/N, which is its rows' mean when the
+sizes are equal.
 
 torch.compile: the math is free of ``.item()`` and of Python branches on
 tensor values; branches depend only on shapes, ``k`` and ``mode``, so one
@@ -70,9 +74,11 @@ MODES = ("replace", "append")
 class HardNegativeLossOutput:
     """What a hard-negative loss returns.
 
-    ``loss`` is this process's loss (the mean over processes is the global loss).
-    The statistics are detached and computed over this process's images; with
-    equal batch sizes their mean over processes is the global value.
+    ``loss`` is this process's share: the sum of its rows' terms times W/N, so
+    that the mean over processes is the global loss whatever the batch sizes.
+    The statistics are detached means over this process's images (0 for a
+    process without images); with equal batch sizes their mean over processes
+    is the global value.
     """
 
     loss: torch.Tensor
@@ -94,21 +100,32 @@ class HardNegativeLossOutput:
         return {name: getattr(self, name).detach() for name in names if getattr(self, name) is not None}
 
 
-def split_text_embeds(text_embeds: torch.Tensor, num_images: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+def split_text_embeds(text_embeds: torch.Tensor, num_images: int,
+                      num_hard_negatives: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Split ``(n*(1+k), d)`` caption embeddings into positives ``(n, d)`` and hard negatives ``(n, k, d)``.
 
     Expects the collator's order: the n positives first, then the negatives
     image-major (``img0 neg1..negk, img1 neg1..negk, ...``). Getting this order
     wrong trains images toward other images' negatives without any error, so
-    it lives in one place.
+    it lives in one place. ``num_hard_negatives`` states k (checked against the
+    shapes); it is needed when ``num_images`` is 0 (a process whose share of the
+    global batch is empty), where the shapes cannot tell it.
     """
     total = text_embeds.shape[0]
-    if num_images <= 0 or total % num_images:
+    if num_hard_negatives is not None:
+        if num_images < 0 or total != num_images * (1 + num_hard_negatives):
+            raise ValueError(
+                f"got {total} caption embeddings for {num_images} images, expected "
+                f"{num_images * (1 + num_hard_negatives)} (positives, then {num_hard_negatives} negatives per image)"
+            )
+        k = num_hard_negatives
+    elif num_images <= 0 or total % num_images:
         raise ValueError(
             f"got {total} caption embeddings for {num_images} images; expected n*(1+k) "
             "(n positives, then k hard negatives per image, image-major)"
         )
-    k = total // num_images - 1
+    else:
+        k = total // num_images - 1
     positives = text_embeds[:num_images]
     if k == 0:
         return positives, None
@@ -265,13 +282,20 @@ class _HardNegativeLossBase(nn.Module):
 
     @staticmethod
     def _stats(img, txt, hn):
+        """Means over this process's images; 0 without images, so a sum weighted by image counts stays finite."""
         with torch.no_grad():
             pos = (img * txt).sum(-1)
+            count = max(img.shape[0], 1)
             if hn is None:
-                return pos.mean(), None, None
+                return pos.sum() / count, None, None
             neg = (img[:, None] * hn).sum(-1)
-            accuracy = (pos[:, None] > neg).all(dim=1).float().mean()
-            return pos.mean(), neg.mean(), accuracy
+            accuracy = (pos[:, None] > neg).all(dim=1).float().sum() / count
+            return pos.sum() / count, neg.sum() / (count * max(neg.shape[1], 1)), accuracy
+
+    @staticmethod
+    def _share(terms_sum: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+        """This process's share of the global mean: its sum times W/N (its mean when all sizes are equal)."""
+        return terms_sum * (len(sizes) / max(sum(sizes), 1))
 
     def _image_rows(self, logits, img, hn, all_hn, scale, k, sizes, rank, generator, replace_columns):
         """This process's image rows: ``logits`` (n, N) with hard negatives replaced in or appended."""
@@ -340,7 +364,8 @@ class HardNegativeContrastiveLoss(_HardNegativeLossBase):
             logits_per_text = plain.T if len(sizes) == 1 else scale * (txt @ all_img.T)
             logits_per_image = self._image_rows(plain, img, hn, all_hn, scale, k, sizes, rank,
                                                 generator, replace_columns)
-            loss = 0.5 * (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels))
+            loss = self._share(0.5 * (F.cross_entropy(logits_per_image, labels, reduction="sum")
+                                      + F.cross_entropy(logits_per_text, labels, reduction="sum")), sizes)
             pos_sim, neg_sim, accuracy = self._stats(img, txt, hn)
         return HardNegativeLossOutput(loss, accuracy, logits_per_image, logits_per_text, pos_sim, neg_sim)
 
@@ -387,7 +412,7 @@ class HardNegativeSigmoidLoss(_HardNegativeLossBase):
                 logits = logits + _as_scale(logit_bias, img)
             labels = torch.arange(img.shape[0], device=img.device) + sum(sizes[:rank])
             signs = 2.0 * F.one_hot(labels, logits.shape[1]).to(logits.dtype) - 1.0  # +1 positive pair, -1 otherwise
-            loss = -F.logsigmoid(signs * logits).sum() / img.shape[0]
+            loss = self._share(-F.logsigmoid(signs * logits).sum(), sizes)
             pos_sim, neg_sim, accuracy = self._stats(img, txt, hn)
         return HardNegativeLossOutput(loss, accuracy, logits, None, pos_sim, neg_sim)
 

@@ -47,6 +47,7 @@ import logging
 import math
 import os
 import time
+from functools import partial
 from typing import Any
 
 import torch
@@ -320,6 +321,46 @@ class HardNegCLIPTrainer(Trainer):
         logger.info("saving a checkpoint every %d steps (%.0f%% of %d rows at %d rows per step)",
                     self.args.save_steps, 100 * fraction, num_rows, rows_per_step)
 
+    def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False,
+                        dataloader_key=None):
+        """Training batches cut from the global batch, so W processes see what one process at W*n sees.
+
+        accelerate would hand out whole per-process batches and pad an epoch's last
+        round with rows from the start of the epoch (``even_batches``): extra
+        negatives that change a contrastive loss. :class:`GlobalBatchSampler` gives
+        each process its slice of the one-process order instead, possibly short or
+        empty at the epoch end (the collator then sends a placeholder the loss leaves
+        out). Evaluation, streaming and ``batch_rebalance`` sampling stay the Trainer's.
+        """
+        from torch.utils.data import DataLoader, IterableDataset
+        from transformers.trainer_utils import has_length, seed_worker
+
+        from hf_hardneg.data.sampling import GlobalBatchSampler
+
+        sampler = None
+        if is_training and not isinstance(dataset, IterableDataset) and has_length(dataset) and sampler_fn:
+            sampler = sampler_fn(dataset)
+        if sampler is None or isinstance(sampler, torch.utils.data.BatchSampler) \
+                or type(sampler).__name__ == "BatchRebalanceSampler":
+            return super()._get_dataloader(dataset, description, batch_size, sampler_fn=sampler_fn,
+                                           is_training=is_training, dataloader_key=dataloader_key)
+        batch_sampler = GlobalBatchSampler(sampler, batch_size, self.accelerator.num_processes,
+                                           self.accelerator.process_index, self.args.dataloader_drop_last)
+        dataloader = DataLoader(
+            dataset, batch_sampler=batch_sampler, collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory,
+            persistent_workers=self.args.dataloader_persistent_workers and self.args.dataloader_num_workers > 0,
+            multiprocessing_context=self.args.dataloader_multiprocessing_context,
+            prefetch_factor=self.args.dataloader_prefetch_factor, in_order=self.args.dataloader_in_order,
+            worker_init_fn=partial(seed_worker, num_workers=self.args.dataloader_num_workers,
+                                   rank=self.args.process_index))
+        dataloader = self.accelerator.prepare(dataloader)
+        # accelerate wraps the batch sampler to shard it again; it is rank-aware already: make that a pass-through
+        shard = getattr(dataloader, "batch_sampler", None)
+        if shard is not None and getattr(shard, "batch_sampler", None) is batch_sampler:
+            shard.num_processes, shard.process_index = 1, 0
+        return dataloader
+
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
         """The Trainer's choice (no biases, no norms), also without the logit scale and bias."""
         names = super().get_decay_parameter_names(model)
@@ -361,16 +402,21 @@ class HardNegCLIPTrainer(Trainer):
                 f"{self.args.num_hard_negatives} or change the config"
             )
         pixel_values = inputs["pixel_values"]
-        num_images = pixel_values.shape[0]
         image_embeds, text_embeds = encode_batch(model, pixel_values, inputs["input_ids"],
                                                  inputs.get("attention_mask"))
-        positives, negatives = split_text_embeds(text_embeds, num_images)
-        if (0 if negatives is None else negatives.shape[1]) != k:
-            raise ValueError(f"got {text_embeds.shape[0]} captions for {num_images} images, expected "
-                             f"{num_images * (1 + k)} (positives, then {k} negatives per image)")
+        # A placeholder (this process's share of an epoch's last global batch is empty) runs through the model
+        # so that DDP sees every parameter used, and joins the loss's gathers with zero rows; it adds nothing.
+        untouched = None
+        if inputs.get("num_placeholder_images"):
+            untouched = 0.0 * (image_embeds.sum() + text_embeds.sum())
+            image_embeds, text_embeds = image_embeds[:0], text_embeds[:0]
+        num_images = image_embeds.shape[0]
+        positives, negatives = split_text_embeds(text_embeds, num_images, k)
         scale, bias = logit_scale_and_bias(model)
         output = self.loss_fn(image_embeds, positives, negatives, scale, bias,
                               generator=self._generator(model.training))
+        if untouched is not None:
+            output.loss = output.loss + untouched
         self._record(model.training, scale, output.hard_negative_accuracy, num_images,
                      inputs.get("num_skipped_images", 0))
         return (output.loss, output) if return_outputs else output.loss

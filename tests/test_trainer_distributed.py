@@ -85,3 +85,69 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path, tiny
         torch.testing.assert_close(trained[name], param.detach(), atol=1e-12, rtol=1e-9, msg=name)
         moved += not torch.equal(param, before[name])
     assert moved > 0.9 * len(before)  # the comparison is about parameters that did move
+
+
+EPOCH_END_WORKER = textwrap.dedent("""
+    import json, sys
+    import torch
+    torch.set_num_threads(1)
+    sys.path[:0] = [{tests!r}, {repo!r}]
+    from conftest import TINY_CAPTIONS as TINY
+    from test_trainer import load_tiny, make_args, make_rows
+    from hf_hardneg.trainer import HardNegCLIPTrainer
+    from pathlib import Path
+
+    for name, case in json.loads({cases!r}).items():
+        model, tokenizer, image_processor = load_tiny({model!r}, torch.float64)
+        args = make_args(Path({out!r}) / name, **case["args"])
+        trainer = HardNegCLIPTrainer(model, args, train_dataset=make_rows(TINY, num_rows=case["rows"], k=case["k"]),
+                                     processing_class=tokenizer, image_processor=image_processor)
+        trainer.train()
+        trainer.save_model()
+        if trainer.is_world_process_zero():
+            (Path({out!r}) / name / "log.json").write_text(json.dumps(trainer.state.log_history))
+""")
+
+# rows that do not divide the global batch of 2 x 4: 10 rows leave 2 for the last global batch (process 1 gets
+# none and sends a placeholder), 13 rows leave 5 (4 and 1). Five steps cross two epoch ends.
+EPOCH_END_CASES = {
+    "replace-k1-rows10": dict(mode="replace", k=1, rows=10),
+    "append-k3-rows10": dict(mode="append", k=3, rows=10),
+    "replace-k3-rows13": dict(mode="replace", k=3, rows=13),
+    "append-k1-rows13": dict(mode="append", k=1, rows=13),
+}
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_across_epoch_ends(tmp_path, tiny_clip_dir, tiny_captions):
+    """accelerate's even_batches would pad each last round with rows from the epoch's start; we must not."""
+    def case_args(case, batch):
+        return dict(num_hard_negatives=case["k"], hard_negative_mode=case["mode"], max_steps=5, optim="sgd",
+                    learning_rate=0.5, weight_decay=0.0, max_grad_norm=0.0, per_device_train_batch_size=batch,
+                    substitution_seed=3)
+
+    cases = {name: dict(case, args=case_args(case, 4)) for name, case in EPOCH_END_CASES.items()}
+    script = tmp_path / "worker.py"
+    script.write_text(EPOCH_END_WORKER.format(tests=str(TESTS), repo=str(REPO_ROOT), model=str(tiny_clip_dir),
+                                              out=str(tmp_path / "ddp"), cases=json.dumps(cases)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", "2", str(script)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    for name, case in EPOCH_END_CASES.items():
+        model, tokenizer, image_processor = load_tiny(tiny_clip_dir, torch.float64)
+        single = HardNegCLIPTrainer(model, make_args(tmp_path / "single" / name, **case_args(case, 8)),
+                                    train_dataset=make_rows(tiny_captions, num_rows=case["rows"], k=case["k"]),
+                                    processing_class=tokenizer, image_processor=image_processor)
+        single.train()
+        expected = {log["step"]: log["loss"] for log in single.state.log_history if "loss" in log}
+        logs = json.loads((tmp_path / "ddp" / name / "log.json").read_text())
+        got = {log["step"]: log["loss"] for log in logs if "loss" in log}
+        assert sorted(got) == sorted(expected) == [1, 2, 3, 4, 5], name
+        for step, loss in expected.items():  # logged losses pass through the Trainer's float32 sum
+            assert got[step] == pytest.approx(loss, rel=8 * FLOAT32_EPS), f"{name}, step {step}"
+        trained = load_file(tmp_path / "ddp" / name / "out" / "model.safetensors")
+        for param_name, param in single.model.named_parameters():
+            torch.testing.assert_close(trained[param_name], param.detach(), atol=1e-12, rtol=1e-9,
+                                       msg=f"{name}: {param_name}")
