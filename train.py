@@ -133,7 +133,14 @@ def parse_args(argv: Sequence[str] | None = None):
         path = Path(known.config)
         if not path.is_file():
             raise FileNotFoundError(f"--config {path}: no such file (the paper's runs are in configs/)")
-        values = yaml.safe_load(path.read_text()) or {}
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ValueError(f"--config {path}: not valid YAML{where} ({problem}); write one `name: value` per "
+                             "line, as in configs/hn1_color.yaml") from None
         if not isinstance(values, dict):
             raise ValueError(f"{path}: expected a mapping of argument names to values, got {type(values).__name__}")
         known_names = {action.dest for action in parser._actions}
@@ -141,7 +148,12 @@ def parse_args(argv: Sequence[str] | None = None):
         if unknown:
             raise ValueError(f"{path}: unknown argument(s) {unknown}; see `python train.py --help`")
         parser.set_defaults(**values)  # flags parsed below still override these
-    model_args, data_args, config, *_ = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    model_args, data_args, config, *_, extras = parser.parse_args_into_dataclasses(
+        args=argv, look_for_args_file=False, return_remaining_strings=True)
+    if extras:
+        from hf_hardneg.cli import redact_arguments
+
+        raise ValueError(f"unrecognized arguments: {redact_arguments(extras)}; see `python train.py --help`")
     return model_args, data_args, config
 
 
@@ -158,6 +170,13 @@ def _load_raw(data_args: DataArguments):
 
     from hf_hardneg.data import load_coco_captions
 
+    sources = [flag for flag, value in (("--coco_captions_json/--coco_images_dir",
+                                         data_args.coco_captions_json or data_args.coco_images_dir),
+                                        ("--dataset_name", data_args.dataset_name),
+                                        ("--dataset_path", data_args.dataset_path)) if value]
+    if len(sources) > 1:
+        raise ValueError(f"training data given twice ({' and '.join(sources)}); pass one source: a COCO layout, "
+                         "--dataset_name, or --dataset_path")
     if data_args.coco_captions_json or data_args.coco_images_dir:
         if not (data_args.coco_captions_json and data_args.coco_images_dir):
             raise ValueError("a COCO layout needs both --coco_captions_json and --coco_images_dir")
@@ -223,13 +242,27 @@ def _prepare(dataset, data_args: DataArguments, config, limit: int | None, role:
                 "columns; pass --concepts to generate them"
             )
     num_proc = None if data_args.streaming else data_args.preprocessing_num_workers
-    dataset = apply_concepts(dataset, config, data_args.caption_column, num_proc=num_proc)
+    from hf_hardneg.substitution import CaptionColumnError
+
+    try:
+        dataset = apply_concepts(dataset, config, data_args.caption_column, num_proc=num_proc)
+    except CaptionColumnError as err:
+        raise CaptionColumnError(f"{role} data {_source_name(data_args)}: {err}") from err
     if limit is not None:
         if isinstance(dataset, datasets.IterableDataset):
             dataset = dataset.take(limit)
         else:
             dataset = dataset.select(range(min(limit, len(dataset))))
     return dataset
+
+
+def _source_name(data_args: DataArguments) -> str:
+    """The flag and value the data came from, for error messages."""
+    for flag, value in (("--coco_captions_json", data_args.coco_captions_json),
+                        ("--dataset_name", data_args.dataset_name), ("--dataset_path", data_args.dataset_path)):
+        if value:
+            return f"({flag} {value})"
+    return ""
 
 
 def load_training_data(data_args: DataArguments, config):
@@ -358,10 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         caption_column=data_args.caption_column,
         callbacks=callbacks,
     )
-    resume = config.resume_from_checkpoint
-    if isinstance(resume, str) and resume.lower() in {"last", "true"}:
-        resume = True  # the newest checkpoint in output_dir
-    result = trainer.train(resume_from_checkpoint=resume)
+    # "last" resumes the newest complete checkpoint (the trainer says which newer folders it passed over)
+    result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     trainer.save_model()
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)

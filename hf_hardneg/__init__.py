@@ -41,7 +41,7 @@ _EXPORTS = {
     "create_model_card": "hf_hardneg.model_card",
     "write_model_card": "hf_hardneg.model_card",
     "ModelCardCallback": "hf_hardneg.model_card",
-    "push_checkpoint": "hf_hardneg.commands.push",
+    "push_checkpoint": "hf_hardneg.hub",
     # the embedded synthetic world
     "make_synthetic_dataset": "hf_hardneg.synthetic",
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 
 # sub-command name -> module under hf_hardneg.commands
@@ -22,8 +23,32 @@ COMMANDS = {
 }
 
 
+def redact_arguments(arguments: list[str]) -> str:
+    """The option names among ``arguments``, without any value: a mistyped flag may sit next to a secret."""
+    names = [arg.split("=", 1)[0] for arg in arguments if arg.startswith("-")]
+    hidden = len(arguments) - len(names)
+    shown = " ".join(names) if names else "(no option names)"
+    return shown + (f" (and {hidden} value(s), not shown)" if hidden or any("=" in a for a in arguments) else "")
+
+
+class CommandLineParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` that never echoes the values of arguments it does not know.
+
+    argparse's "unrecognized arguments: --token hf_..." would print a token given to an option
+    that does not exist; this parser names the options only. Sub-command parsers inherit it.
+    """
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            hint = ("; the Hub token is read from HF_TOKEN or `hf auth login`, never from the command line"
+                    if any(a.split("=", 1)[0] in {"--token", "--hf-token", "--hub-token"} for a in extras) else "")
+            self.error(f"unrecognized arguments: {redact_arguments(extras)}{hint}")
+        return parsed
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandLineParser(
         prog="hf-hardneg",
         description="Hard-negative captions for contrastive vision-language models.",
         epilog=f"Errors are printed as one line naming the file, row or flag and the fix (exit status 2 for bad "
@@ -63,9 +88,26 @@ def report_error(prog: str, err: BaseException) -> int:
     """
     if os.environ.get(TRACEBACK_ENV, "").strip().lower() in {"1", "true", "yes"}:
         raise err
-    message = str(err) or type(err).__name__
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    if os.environ.get("RANK", "0") in {"", "0"}:  # under torchrun / accelerate every process fails alike: say it once
+        print(f"{prog}: error: {error_message(err)}", file=sys.stderr)
     return 2 if isinstance(err, _INPUT_ERRORS) else 1
+
+
+# torch re-raises a DataLoader worker's exception with the worker's whole traceback in its message
+_WORKER_TRACEBACK = re.compile(r"^Caught (?P<name>\w+) (?P<where>in DataLoader worker process \d+)\.\s*\n"
+                               r"Original Traceback \(most recent call last\):", re.S)
+
+
+def error_message(err: BaseException) -> str:
+    """The message of ``err`` without a DataLoader worker's traceback (the worker is named instead)."""
+    message = str(err) or type(err).__name__
+    found = _WORKER_TRACEBACK.match(message)
+    if found:
+        # the traceback ends with "<module path>.<Name>: <the original message>"
+        tail = re.split(rf"^(?:[\w.]+\.)?{found.group('name')}: ", message, flags=re.M)
+        if len(tail) > 1:
+            message = f"{tail[-1].strip()} ({found.group('where')})"
+    return message
 
 
 def main(argv: list[str] | None = None) -> int:

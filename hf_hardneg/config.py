@@ -10,7 +10,7 @@ Fields added to ``TrainingArguments``, by group:
 
 * loss: ``num_hard_negatives``, ``hard_negative_mode``
 * data: ``concepts``, ``substitution_seed``, ``skip_corrupt_images``, ``text_pad_to_multiple_of``
-* checkpoints: ``save_fraction_of_data``
+* checkpoints: ``save_fraction_of_data``, ``overwrite_output_dir``
 
 Memory and speed use the stock ``TrainingArguments`` switches: ``bf16``/``fp16``
 (autocast with fp32 master weights -- never cast the model itself to half, Adam
@@ -110,6 +110,13 @@ class HardNegCLIPConfig(TrainingArguments):
     )
 
     # -- checkpoints ----------------------------------------------------------------------
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start a new run in an output_dir that holds checkpoint-* folders of an earlier run, "
+                          "deleting those folders first. Without it such a run is refused (a new run's "
+                          "checkpoints would mix with the old ones, and resuming 'last' would pick the old run's); "
+                          "use a new output_dir or --resume_from_checkpoint instead."},
+    )
     save_fraction_of_data: float = field(
         default=0.1,
         metadata={"help": "Save a checkpoint after every such fraction of one pass over the training data "

@@ -106,12 +106,37 @@ def _is_hub_id(name: str | None) -> bool:
     return bool(name) and _HUB_ID.match(name) is not None and not Path(name).exists() and ".." not in name
 
 
+# the Hub cache's folder of a downloaded repo: .../models--<owner>--<name>/snapshots/<revision>
+_HUB_CACHE_FOLDER = re.compile(r"^models--(?P<owner>[^/]+?)--(?P<name>[^/]+)$")
+
+
 def _model_source(name_or_path: str | None) -> str | None:
-    """A Hub id as is; a local folder as an absolute path, so it is never mistaken for a Hub id later."""
+    """How a card names the model training started from, without the machine's folder layout.
+
+    A Hub id stays as it is. A local folder becomes the Hub id it is a copy of where that is
+    known (a folder of the Hub cache, or a checkpoint whose card record names the repo it was
+    pushed to), else just the folder's name: a card is published, a path like
+    ``/home/me/models/clip`` is nobody else's business and useless to them.
+    """
     if not name_or_path:
         return None
     path = Path(name_or_path)
-    return str(path.resolve()) if path.exists() else str(name_or_path)
+    if not path.exists():
+        return str(name_or_path)
+    path = path.resolve()
+    for part in reversed(path.parts):
+        found = _HUB_CACHE_FOLDER.match(part)
+        if found:
+            return f"{found.group('owner')}/{found.group('name')}"
+    record = path / CARD_INPUTS_NAME
+    if record.is_file():
+        try:
+            pushed_as = json.loads(record.read_text(encoding="utf-8")).get("model_id")
+        except (ValueError, AttributeError):
+            pushed_as = None
+        if isinstance(pushed_as, str) and _HUB_ID.match(pushed_as):
+            return pushed_as
+    return path.name
 
 
 @dataclass
@@ -123,7 +148,8 @@ class ModelCardInputs:
     Args:
         model_name: title of the card and ``model_name`` of the model-index (defaults to the folder name).
         model_id: what the usage snippet passes to ``from_pretrained`` (the Hub repo id once pushed).
-        base_model: the model training started from (Hub id or local path; only Hub ids go into metadata).
+        base_model: the model training started from: a Hub id, or a local folder's name (never its path);
+            only Hub ids go into the metadata.
         architecture: ``transformers`` class of the model, e.g. ``"CLIPModel"``.
         processor_class: class the usage snippet loads the processor with.
         datasets: Hub dataset ids used for training/evaluation (metadata ``datasets``).

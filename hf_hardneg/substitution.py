@@ -462,10 +462,26 @@ def _check_caption_column(dataset: Any, caption_column: str) -> None:
         feature = features[caption_column]
         dtype = getattr(feature, "dtype", None)
         if dtype not in ("string", "large_string", "null"):
-            raise TypeError(
-                f"caption column {caption_column!r} has type {feature}, expected strings; "
-                "pass the right caption_column or cast the column"
+            raise CaptionColumnError(
+                f"caption column {caption_column!r} has type {feature}, expected strings{_first_non_string(dataset, caption_column)}; "
+                "pass the right caption_column, or make every caption a string (e.g. cast the column)"
             )
+
+
+class CaptionColumnError(ValueError, TypeError):
+    """The caption column does not hold text: bad data (a ValueError) of the wrong type (a TypeError)."""
+
+
+def _first_non_string(dataset: Any, caption_column: str) -> str:
+    """", e.g. row 7 holds 5 (int)" for a map-style dataset whose column mixes types (read as Json); else ""."""
+    if not hasattr(dataset, "__len__"):
+        return ""
+    for start in range(0, len(dataset), 10_000):
+        values = dataset[start: start + 10_000][caption_column]
+        for offset, value in enumerate(values):
+            if value is not None and not isinstance(value, str):
+                return f", e.g. row {start + offset} holds {value!r} ({type(value).__name__})"
+    return ""
 
 
 @dataclass
@@ -558,7 +574,15 @@ def add_hard_negatives(
             _keeps_row, batched=True, input_columns=[CONCEPT_COLUMN], batch_size=batch_size, num_proc=num_proc,
             load_from_cache_file=load_from_cache_file, desc=f"keep rows with a {names} keyword",
         )
+        _report_kept(len(out), summary.rows, names, caption_column)
     return out
+
+
+def _report_kept(kept: int, rows: int, names: str, caption_column: str) -> None:
+    """Say how many rows the keyword filter kept, at the default log level when it dropped any: never silently."""
+    level = logging.WARNING if kept < rows else logging.INFO
+    logger.log(level, "kept %d of %d rows whose %r has a keyword of %s (%d without one left out)",
+               kept, rows, caption_column, names, rows - kept)
 
 
 class _HasKeyword:
@@ -611,5 +635,5 @@ def keep_rows_with_keywords(
         return dataset.filter(predicate, **kwargs)
     before = len(dataset)
     out = dataset.filter(predicate, num_proc=num_proc, **kwargs)
-    logger.info("kept %d of %d rows with a keyword of %s", len(out), before, [c.name for c in predicate.concepts])
+    _report_kept(len(out), before, ",".join(c.name for c in predicate.concepts), caption_column)
     return out

@@ -123,10 +123,17 @@ def apply_concepts(dataset: Any, args: HardNegCLIPConfig, caption_column: str = 
 
     concepts = resolve_concept_names(args.concepts)
     if args.num_hard_negatives > 0:
-        return add_hard_negatives(dataset, concepts, num_negatives=args.num_hard_negatives,
-                                  caption_column=caption_column, seed=args.substitution_seed,
-                                  keep_only_matching=True, num_proc=num_proc)
-    return keep_rows_with_keywords(dataset, concepts, caption_column=caption_column, num_proc=num_proc)
+        out = add_hard_negatives(dataset, concepts, num_negatives=args.num_hard_negatives,
+                                 caption_column=caption_column, seed=args.substitution_seed,
+                                 keep_only_matching=True, num_proc=num_proc)
+    else:
+        out = keep_rows_with_keywords(dataset, concepts, caption_column=caption_column, num_proc=num_proc)
+    if hasattr(out, "__len__") and len(out) == 0:
+        raise ValueError(
+            f"none of the {len(dataset)} captions in column {caption_column!r} holds a keyword of the concepts "
+            f"{[c.name for c in concepts]}, so there is nothing to train on; check --caption_column (is it the "
+            "caption text?) and --concepts (keywords match whole words, e.g. 'red' but not 'reddish')")
+    return out
 
 
 def _needs_concepts(dataset: Any, args: HardNegCLIPConfig) -> bool:
@@ -500,6 +507,82 @@ class HardNegCLIPTrainer(Trainer):
         if not prefix and sums is not None:
             self._window_start, self._data_seconds = time.perf_counter(), 0.0
         super().log(logs, *args, **kwargs)
+
+    # -- resuming and checkpoints ------------------------------------------------------------
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None,
+              **kwargs):
+        """``Trainer.train``, with checkpoints that count only once complete (:mod:`hf_hardneg.checkpoints`).
+
+        ``resume_from_checkpoint=True`` (or ``"last"``) resumes the newest *complete*
+        checkpoint and names the newer folders it passed over and why; a folder given
+        by path must be complete. Without resuming, an ``output_dir`` that already holds
+        checkpoints is refused unless ``overwrite_output_dir`` is set, so two runs never mix.
+        """
+        resume_from_checkpoint = self._checkpoint_to_resume(resume_from_checkpoint)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
+                             ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
+
+    def _checkpoint_to_resume(self, resume: str | bool | None) -> str | None:
+        from hf_hardneg.checkpoints import checkpoint_problem, list_checkpoints, newest_complete_checkpoint
+
+        output_dir = self.args.output_dir
+        if isinstance(resume, str) and resume.strip().lower() in {"last", "true", "latest"}:
+            resume = True
+        if resume is True:
+            newest, skipped = newest_complete_checkpoint(output_dir)
+            if self.is_world_process_zero():
+                for folder, problem in skipped:
+                    logger.warning("not resuming from %s: %s", folder, problem)
+            if newest is None:
+                found = "; ".join(f"{folder.name}: {problem}" for folder, problem in skipped)
+                raise ValueError(
+                    f"--resume_from_checkpoint last: no checkpoint in {output_dir} can be resumed"
+                    + (f" ({found})" if found else " (it has no checkpoint-* folder)")
+                    + "; start without --resume_from_checkpoint (add --overwrite_output_dir if old folders remain)")
+            if self.is_world_process_zero():
+                logger.warning("resuming from %s", newest)
+            return str(newest)
+        if resume:
+            problem = checkpoint_problem(resume)
+            if problem is not None:
+                newest, _ = newest_complete_checkpoint(os.path.dirname(os.path.normpath(resume)) or ".")
+                hint = f"; the newest complete checkpoint beside it is {newest}" if newest is not None else ""
+                raise ValueError(f"--resume_from_checkpoint {resume}: cannot resume, {problem}{hint}")
+            return resume
+        existing = list_checkpoints(output_dir)
+        if existing:
+            names = ", ".join(folder.name for folder in existing)
+            if not self.args.overwrite_output_dir:
+                raise ValueError(
+                    f"--output_dir {output_dir} already holds checkpoints of an earlier run ({names}); a new run "
+                    "would mix its checkpoints with them. Continue that run with --resume_from_checkpoint last, "
+                    "use a new --output_dir, or pass --overwrite_output_dir to delete them first")
+            if self.is_world_process_zero():
+                import shutil
+
+                logger.warning("--overwrite_output_dir: deleting %s in %s", names, output_dir)
+                for folder in existing:
+                    shutil.rmtree(folder)
+            self.accelerator.wait_for_everyone()
+        return None
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """The Trainer's checkpoint, marked complete only after every process has written its part.
+
+        A folder of the same name left by an interrupted save is removed first, so no
+        stale file of it can pass for part of this save.
+        """
+        from hf_hardneg.checkpoints import mark_complete, remove_incomplete
+
+        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        if self.args.should_save and remove_incomplete(folder):
+            logger.warning("removed %s, left incomplete by an interrupted save", folder)
+        self.accelerator.wait_for_everyone()
+        super()._save_checkpoint(model, trial)
+        self.accelerator.wait_for_everyone()  # rng states, sharded optimizer states: every process writes
+        if self.args.should_save and os.path.isdir(folder):
+            mark_complete(folder)
 
     # -- saving ------------------------------------------------------------------------------
 

@@ -581,8 +581,13 @@ class _FakeHub:
             committed = {f: (folder / f).read_bytes() for f in files}
             fake.calls.append(("upload_folder", {"repo_id": repo_id, "files": committed, "token": api.token, **kwargs}))
 
+        def repo_info(api, repo_id, *, repo_type=None, **kwargs):  # the upload path checks that a --private repo is
+            created = [c for name, c in fake.calls if name == "create_repo" and c["repo_id"] == repo_id]
+            return SimpleNamespace(id=repo_id, private=bool(created and created[-1]["private"]))
+
         monkeypatch.setattr(HfApi, "create_repo", create_repo)
         monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+        monkeypatch.setattr(HfApi, "repo_info", repo_info)
         return self
 
 

@@ -113,6 +113,20 @@ def test_unrecorded_values_are_stated_not_guessed():
     assert card.data.license is None and card.data.get("base_model") is None and card.data.eval_results is None
 
 
+def test_a_local_base_model_is_named_by_its_hub_id_where_known_else_by_its_folder(tmp_path):
+    from hf_hardneg.model_card import _model_source
+
+    snapshot = tmp_path / "hub" / "models--openai--clip-vit-base-patch32" / "snapshots" / "3d74acf9"
+    snapshot.mkdir(parents=True)
+    assert _model_source(str(snapshot)) == "openai/clip-vit-base-patch32"
+    pushed = tmp_path / "runs" / "hn1"
+    pushed.mkdir(parents=True)
+    (pushed / CARD_INPUTS_NAME).write_text(json.dumps({"model_id": "someone/clip-hn1"}), encoding="utf-8")
+    assert _model_source(str(pushed)) == "someone/clip-hn1"
+    assert _model_source(str(tmp_path / "runs")) == "runs"
+    assert _model_source("openai/clip-vit-base-patch32") == "openai/clip-vit-base-patch32"
+
+
 def test_classic_baseline_and_local_base_model(tmp_path):
     card = create_model_card(num_hard_negatives=0, concepts=["size"], base_model=str(tmp_path))
     assert "classical contrastive baseline" in card.text
@@ -191,7 +205,9 @@ def test_trainer_writes_a_card_into_every_checkpoint(tmp_path):
         assert record["concept_subsets"] == dict(expected_counts) and record["num_train_rows"] == len(trainer.train_dataset)
         # exactly what the run changed from HardNegCLIPConfig's defaults (bookkeeping left out)
         assert record["hyperparameters"] == {"learning_rate": 0.001, "max_steps": 4, "per_device_train_batch_size": 4}
-        assert record["base_model"] == str(out.parent / "color-hn1-base")
+        # a local base model is named by its folder, never by the machine's path (the card gets published)
+        assert record["base_model"] == "color-hn1-base"
+        assert str(tmp_path) not in card.content and str(tmp_path) not in json.dumps(record)
         assert record["architecture"] == "CLIPModel" and record["processor_class"] == "CLIPProcessor"
         assert record["hardware"].startswith("CPU") and record["training_time_s"] > 0
         assert card.data.license == "mit" and card.data.datasets == ["someone/coco-captions"]

@@ -18,7 +18,7 @@ import torch
 from huggingface_hub import CommitInfo, HfApi, ModelCard, RepoUrl
 
 from hf_hardneg.cli import main
-from hf_hardneg.commands.push import plan_push, push_checkpoint
+from hf_hardneg.hub import plan_push, push_checkpoint
 from hf_hardneg.model_card import CARD_INPUTS_NAME, ModelCardCallback
 
 from _card_run import RESULTS

@@ -16,6 +16,21 @@ import re
 from pathlib import Path
 
 
+def _non_negative_float(value: str) -> float:
+    number = float(value)
+    if not number >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value} (a negative margin would let ties count as "
+                                         "correct and flatter a model that cannot tell candidates apart)")
+    return number
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return number
+
+
 def register(subparsers) -> None:
     from hf_hardneg.evaluation import DEFAULT_CONCEPTS, TASK_NAMES
 
@@ -41,15 +56,15 @@ def register(subparsers) -> None:
     p.add_argument("--source", action="append", default=[], metavar="TASK=PATH_OR_ID",
                    help="data source of a task instead of its Hub default, e.g. sugarcrepe=/data/sugar_crepe "
                         "or winoground=/data/winoground; 'coco=PATH' replaces --coco-dir; repeatable")
-    p.add_argument("--max-examples", type=int, default=None,
+    p.add_argument("--max-examples", type=_positive_int, default=None,
                    help="cap per task (seeded random subset) for a quick look; do not report such numbers")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--num-workers", type=int, default=0, help="image decoding worker processes")
     p.add_argument("--device", default="auto", help="cuda, cpu, cuda:1 ... (default: %(default)s)")
     p.add_argument("--autocast", choices=["fp16", "bf16"], default=None, help="encode under torch.autocast")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
                    help="load weights in this precision")
-    p.add_argument("--tie-tolerance", type=float, default=None,
+    p.add_argument("--tie-tolerance", type=_non_negative_float, default=None,
                    help="cosine margin within which candidates tie (ties count against the correct one); "
                         "default depends on precision")
     p.add_argument("--skip-failed", action="store_true",
@@ -115,6 +130,9 @@ def run(args) -> int:
     sources = parse_sources(args.source)
     concepts = parse_concepts(args.concepts)
     output = Path(args.output)
+    if output.exists() and not output.is_dir():  # found now, not after the whole evaluation
+        raise NotADirectoryError(f"--output {output} is a file; results.json and results.md go into a folder: "
+                                 "pass a folder path (it is created if missing)")
     all_results = {}
     for model, name in zip(args.model, names):
         target = output if len(args.model) == 1 else output / name

@@ -75,6 +75,9 @@ def _coco_tables(data: Any, path: Path) -> tuple[list[Mapping], list[Mapping], l
     images, licenses = data.get("images", []), data.get("licenses", [])
     if not isinstance(images, list) or not isinstance(licenses, list):
         raise ValueError(f"{path}: 'images' and 'licenses' must be lists")
+    if not data["annotations"]:
+        raise ValueError(f"{path}: the 'annotations' list is empty, so there are no captions to train or evaluate "
+                         "on; pass a COCO captions file such as captions_train2017.json")
     return data["annotations"], images, licenses
 
 

@@ -513,37 +513,45 @@ def push_inpaintcoco(
     private: bool = False,
     commit_message: str = "Upload InpaintCOCO",
 ) -> str:
-    """Upload a build folder to a Hub dataset repo; returns the repo URL.
+    """Upload a build folder to a Hub dataset repo through :func:`hf_hardneg.hub.upload`; returns the repo URL.
 
-    The token comes from ``HF_TOKEN`` or ``hf auth login`` (huggingface_hub resolves it; we
-    never read it into a variable that could be logged). Only README.md and data/ are
-    uploaded: the build report holds local paths. Remote files under data/ that this build
-    did not write are deleted in the same commit, so shards of an earlier, larger build
-    cannot leak into ``load_dataset``.
+    Only README.md and data/ are uploaded: the build report holds local paths. Remote files
+    under data/ that this build did not write are deleted in the same commit, so shards of an
+    earlier, larger build cannot leak into ``load_dataset``.
     """
-    from huggingface_hub import HfApi, get_token
+    from hf_hardneg.hub import require_token, upload
 
     output = Path(output)
     if not (output / "README.md").is_file() or not (output / "data").is_dir():
         raise InpaintCOCOBuildError(f"{output} is not an InpaintCOCO build (README.md and data/ expected)")
-    if get_token() is None:
-        raise InpaintCOCOBuildError(
-            "no Hugging Face token found: run `hf auth login` or set HF_TOKEN to a token with write access"
-        )
-    api = HfApi()
-    repo_url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    api.upload_folder(
-        repo_id=repo_id,
-        repo_type="dataset",
-        folder_path=output,
-        allow_patterns=["README.md", "data/**"],
-        delete_patterns=["data/**"],
-        commit_message=commit_message,
-    )
+    try:
+        require_token("--push-to-hub")
+    except PermissionError as err:
+        raise InpaintCOCOBuildError(str(err)) from None
+    repo_url = upload(repo_id, repo_type="dataset", folder=output, allow_patterns=["README.md", "data/**"],
+                      delete_patterns=["data/**"], private=private, commit_message=commit_message)
     return str(repo_url)
 
 
 # -- command line ----------------------------------------------------------------------------
+def _shard_size_option(value: str) -> str:
+    """argparse type: a size such as 500MB, checked when the options are read (bad options exit with 2)."""
+    try:
+        _parse_size(value)
+    except (InpaintCOCOBuildError, ValueError) as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return value
+
+
+def _repo_id_option(value: str) -> str:
+    from hf_hardneg.hub import check_repo_id
+
+    try:
+        return check_repo_id(value, "--push-to-hub")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def add_build_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options shared by build.py and `hf-hardneg build-inpaintcoco`."""
     add = parser.add_argument
@@ -556,9 +564,10 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     add("--instances", type=Path, help="instances_val2017.json, for the changed object's super-category")
     add("--skip-invalid", action="store_true", help="leave invalid rows out (counted in the report) instead of failing")
     add("--overwrite", action="store_true", help="replace an earlier build in --output")
-    add("--max-shard-size", default=DEFAULT_MAX_SHARD_SIZE, help="image bytes per Parquet shard (default %(default)s)")
+    add("--max-shard-size", default=DEFAULT_MAX_SHARD_SIZE, type=_shard_size_option,
+        help="image bytes per Parquet shard (default %(default)s)")
     add("--card-template", type=Path, help="Jinja template to use instead of the packaged dataset card")
-    add("--push-to-hub", metavar="USER/NAME", help="also upload the build to this Hub dataset repo")
+    add("--push-to-hub", metavar="USER/NAME", type=_repo_id_option, help="also upload the build to this Hub dataset repo")
     add("--private", action="store_true", help="create the Hub repo as private (with --push-to-hub)")
     return parser
 
@@ -568,14 +577,14 @@ def run(args: argparse.Namespace) -> int:
     if args.private and not args.push_to_hub:
         print("error: --private only applies together with --push-to-hub", file=sys.stderr)
         return 2
+    from hf_hardneg.hub import HubError, require_token
+
     try:
         if args.push_to_hub:
-            from huggingface_hub import get_token
-
-            if get_token() is None:  # fail before a long build, not after it
-                raise InpaintCOCOBuildError(
-                    "--push-to-hub needs a Hugging Face token: run `hf auth login` or set HF_TOKEN"
-                )
+            try:
+                require_token("--push-to-hub")  # fail before a long build, not after it
+            except PermissionError as err:
+                raise InpaintCOCOBuildError(str(err)) from None
         report = build_inpaintcoco(
             args.source,
             args.output,
@@ -598,10 +607,15 @@ def run(args: argparse.Namespace) -> int:
     except InpaintCOCOBuildError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except HubError as err:
+        print(f"error: upload failed: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    from hf_hardneg.cli import CommandLineParser
+
+    parser = CommandLineParser(prog=prog, description=__doc__.split("\n\n")[0])
     add_build_arguments(parser)
     return run(parser.parse_args(argv))
