@@ -297,9 +297,9 @@ def concept_eval_callback(data_args: DataArguments, tokenizer, image_processor):
         logger.warning("matplotlib is not installed (pip install 'hf_hardneg[plot]'): --concept_eval writes the "
                        "history file but no trade-off plot")
     concepts = data_args.concept_eval_concepts or list(DEFAULT_CONCEPTS)
-    from hf_hardneg.trainer import resolve_concept_names
+    from hf_hardneg.concepts import resolve_concepts
 
-    return ConceptEvalCallback(evaluation, resolve_concept_names(concepts), tokenizer, image_processor,
+    return ConceptEvalCallback(evaluation, resolve_concepts(concepts), tokenizer, image_processor,
                                max_examples=data_args.concept_eval_max_examples,
                                max_retrieval_images=data_args.concept_eval_max_examples, plot=plot)
 
@@ -362,14 +362,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if data_args.streaming and config.max_steps <= 0:
         raise ValueError("--streaming gives a dataset without a length; set --max_steps")
 
-    from hf_hardneg.trainer import HardNegCLIPTrainer, resolve_concept_names
+    from hf_hardneg.concepts import resolve_concepts
+    from hf_hardneg.trainer import HardNegCLIPTrainer
 
     # the cheap checks first: a typo in a concept name or the model path must not wait for the data pass
     if config.concepts:
-        resolve_concept_names(config.concepts)
+        resolve_concepts(config.concepts)
     if data_args.concept_eval:
         _check_concept_eval(data_args)
-        resolve_concept_names(data_args.concept_eval_concepts or [])
+        if data_args.concept_eval_concepts:
+            resolve_concepts(data_args.concept_eval_concepts)
     model, tokenizer, image_processor = load_model(model_args)
     train_dataset, eval_dataset = load_training_data(data_args, config)
 

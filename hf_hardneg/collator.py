@@ -26,17 +26,16 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from hf_hardneg.models import _NO_LIMIT
 from hf_hardneg.data.images import CorruptImageError, describe_image_source, open_image, processor_target_size
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HardNegativeCollator", "count_negative_columns", "text_padding_for"]
+__all__ = ["HardNegativeCollator", "count_negative_columns"]
 
 _NEGATIVE_COLUMN = re.compile(r"^negative_(\d+)$")
 # row fields that help a user find a bad row in their data, in order of preference
 _ROW_ID_FIELDS = ("id", "image_id", "caption_id", "sample_id", "file_name")
-# tokenizers without a configured maximum report this huge sentinel (transformers' VERY_LARGE_INTEGER)
-_NO_MAX_LENGTH = int(1e29)
 
 
 def count_negative_columns(column_names: Sequence[str]) -> int:
@@ -48,18 +47,6 @@ def count_negative_columns(column_names: Sequence[str]) -> int:
             f"{', '.join(f'negative_{i}' for i in found)}"
         )
     return len(found)
-
-
-def text_padding_for(model: Any) -> str:
-    """``"max_length"`` for models that pool the text at the LAST position (SigLIP), else ``"longest"``.
-
-    SigLIP's text tower takes the embedding of the final token position, so it
-    was trained (and must be fed) with every text padded to the full length;
-    dynamic padding would make it pool a padding token.
-    """
-    config = getattr(model, "config", None)
-    model_type = getattr(config, "model_type", "")
-    return "max_length" if model_type in {"siglip", "siglip2"} else "longest"
 
 
 @dataclass
@@ -81,7 +68,7 @@ class HardNegativeCollator:
         max_length: truncate texts to this many tokens; ``None`` uses the
             tokenizer's ``model_max_length``.
         padding: ``"longest"`` (dynamic, default) or ``"max_length"`` (required by
-            SigLIP, see :func:`text_padding_for`).
+            SigLIP, see :func:`hf_hardneg.models.text_padding_for`).
         skip_corrupt_images: drop rows whose image cannot be decoded (logged and
             counted in the batch's ``num_skipped_images``) instead of raising.
         draft_decode: decode JPEGs at reduced scale when it cannot go below the
@@ -115,7 +102,7 @@ class HardNegativeCollator:
             raise ValueError(f"num_hard_negatives must be >= 0, got {self.num_hard_negatives}")
         if self.max_length is None:
             model_max = getattr(self.tokenizer, "model_max_length", None)
-            if not model_max or model_max >= _NO_MAX_LENGTH:
+            if not model_max or model_max >= _NO_LIMIT:
                 raise ValueError(
                     "the tokenizer has no model_max_length; pass max_length= (the text encoder's "
                     "max_position_embeddings, e.g. 77 for CLIP)"

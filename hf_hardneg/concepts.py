@@ -386,17 +386,53 @@ OBJECT_COCO = with_aliases(OBJECT, COCO_OBJECT_ALIASES, name="object_coco")
 _EXTRA_CONCEPTS: dict[str, Concept] = {OBJECT_COCO.name: OBJECT_COCO}
 
 
-def resolve_concepts(concepts: ConceptLike | Iterable[ConceptLike]) -> list[Concept]:
-    """One or several names/Concepts -> list of Concepts (duplicates by name rejected)."""
-    if isinstance(concepts, (str, Concept)):
+_CONCEPT_FILE_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def is_concept_file(item: Any) -> bool:
+    """True for a path (str or PathLike) ending in .yaml, .yml or .json: a file of user concepts."""
+    return isinstance(item, (str, PathLike)) and Path(item).suffix.lower() in _CONCEPT_FILE_SUFFIXES
+
+
+def resolve_concepts(concepts: ConceptLike | Iterable[ConceptLike],
+                     definitions: Iterable[ConceptLike] | None = None) -> list[Concept]:
+    """The one way concepts are named, in Python, in configs and on every command line.
+
+    Each item is a :class:`Concept`, a built-in name (``color``; ``colour`` and other
+    aliases accepted; ``object+color`` combines), the path of a YAML/JSON concept file
+    (all its concepts, see :func:`load_concepts`), or a comma-separated list of these
+    (``"color,size"``). ``definitions`` are concepts or concept files whose concepts may
+    then be named (``--concept-file fashion.yaml --concepts garment``). The same concept
+    named twice is kept once; two different concepts sharing a name are an error.
+    """
+    known: dict[str, Concept] = {}
+    for item in [definitions] if isinstance(definitions, (str, PathLike, Concept)) else (definitions or []):
+        for concept in (load_concepts(item) if is_concept_file(item) else [get_concept(item)]):
+            known[concept.name] = concept
+    if isinstance(concepts, (str, PathLike, Concept)):
         concepts = [concepts]
-    resolved = [get_concept(c) for c in concepts]
+    resolved: list[Concept] = []
+    for item in concepts:
+        if isinstance(item, str) and "," in item and not is_concept_file(item):
+            parts: list[Any] = [part.strip() for part in item.split(",") if part.strip()]
+        else:
+            parts = [item]
+        for part in parts:
+            if is_concept_file(part):
+                found = load_concepts(part)
+            elif isinstance(part, str) and part.strip() in known:
+                found = [known[part.strip()]]
+            else:
+                found = [get_concept(part)]
+            for concept in found:
+                same_name = next((c for c in resolved if c.name == concept.name), None)
+                if same_name is None:
+                    resolved.append(concept)
+                elif same_name != concept:
+                    raise ValueError(f"concept names must be unique: two different concepts are named "
+                                     f"{concept.name!r}")
     if not resolved:
         raise ValueError("no concept given; pass e.g. 'object' or a Concept")
-    names = [c.name for c in resolved]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ValueError(f"concept names must be unique, got {dupes} more than once")
     return resolved
 
 
@@ -406,7 +442,13 @@ def combine_concepts(concepts: Iterable[ConceptLike], name: str | None = None) -
     Use it to draw hard negatives from any of several concepts at once; the name defaults
     to the parts joined by ``+`` (e.g. ``"object+color"``).
     """
-    parts = resolve_concepts(concepts)
+    parts = [get_concept(c) for c in concepts]
+    names = [c.name for c in parts]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"concept names must be unique, got {repeated} more than once")
+    if not parts:
+        raise ValueError("no concept given; pass e.g. 'object' or a Concept")
     table: dict[str, list[str]] = {}
     for concept in parts:
         for key, values in concept.substitutions.items():

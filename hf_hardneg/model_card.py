@@ -294,8 +294,7 @@ def create_model_card(
         base_model_url=f"https://huggingface.co/{inputs.base_model}" if _is_hub_id(inputs.base_model) else None,
         architecture=inputs.architecture,
         processor_class=inputs.processor_class,
-        # SigLIP pools the last position, so its texts must be padded to the length it was trained with
-        text_padding='"max_length"' if (inputs.architecture or "").startswith("Siglip") else "True",
+        text_padding=_usage_padding(inputs.architecture),
         training_data=inputs.training_data,
         dataset_links=[
             (name, f"https://huggingface.co/datasets/{name}" if _is_hub_id(name) else None)
@@ -559,7 +558,7 @@ def describe_concepts(value: Any) -> dict[str, dict[str, Any]]:
     combinations or paths of YAML/JSON concept files (expanded into their concepts). It
     is resolved while training, so a card re-rendered elsewhere needs no concept file.
     """
-    from hf_hardneg.concepts import combine_concepts, get_concept, load_concepts
+    from hf_hardneg.concepts import resolve_concepts
 
     if value is None:
         return {}
@@ -567,18 +566,11 @@ def describe_concepts(value: Any) -> dict[str, dict[str, Any]]:
         value = [value]
     out: dict[str, dict[str, Any]] = {}
     for item in value:
-        if hasattr(item, "substitutions"):
-            found = [item]
-        elif Path(os.fspath(item)).suffix.lower() in (".yaml", ".yml", ".json") and Path(os.fspath(item)).is_file():
-            found = load_concepts(item)
-        else:
-            name = str(item)
-            try:
-                found = [combine_concepts(name.split("+")) if "+" in name else get_concept(name)]
-            except (ValueError, TypeError):
-                out[name] = {"keywords": None, "examples": "(not a built-in concept)"}
-                continue
-            found[0] = dataclasses.replace(found[0], name=name) if found[0].name != name else found[0]
+        try:
+            found = resolve_concepts(item)
+        except (ValueError, TypeError, OSError):
+            out[str(item)] = {"keywords": None, "examples": "(not a built-in concept)"}
+            continue
         for concept in found:
             examples = ", ".join(f"{k} → {v[0]}" for k, v in list(concept.substitutions.items())[:3])
             out[concept.name] = {"keywords": len(concept.keywords), "examples": examples}
@@ -644,24 +636,27 @@ def _from_state(state: Any) -> dict[str, Any]:
     )
 
 
-_PROCESSORS = {
-    "CLIPModel": "CLIPProcessor",
-    "SiglipModel": "SiglipProcessor",
-    "Siglip2Model": "Siglip2Processor",
-    "VisionTextDualEncoderModel": "VisionTextDualEncoderProcessor",
-}
-
-
 def processor_class_for(architecture: str | None, processing_class: Any = None) -> str:
     """The class a reader should load the processor with.
 
     A saved processor (``CLIPProcessor``...) names itself; otherwise the model family
     decides, and ``AutoProcessor`` is the fallback that works for any family.
     """
+    from hf_hardneg.models import FAMILIES
+
     name = type(processing_class).__name__ if processing_class is not None else ""
     if name.endswith("Processor") and not name.endswith("ImageProcessor"):
         return name
-    return _PROCESSORS.get(architecture or "", "AutoProcessor")
+    family = FAMILIES.get(architecture or "")
+    return family.processor_class if family is not None else "AutoProcessor"
+
+
+def _usage_padding(architecture: str | None) -> str:
+    """The ``padding=`` of the card's usage snippet: what the family was trained with (see ``hf_hardneg.models``)."""
+    from hf_hardneg.models import FAMILIES
+
+    family = FAMILIES.get(architecture or "")
+    return '"max_length"' if family is not None and family.pads_to_max_length else "True"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,60 +1,119 @@
-"""The one place that knows dual-encoder families and transformers versions.
+"""The one place that knows dual-encoder families: a table of :class:`ModelFamily` specs.
 
-Everything else in hf_hardneg calls these helpers instead of touching a model's
-attributes, so supporting a new family or a new transformers release is a change
-in this file only. Two version differences matter:
+Every other module asks this table instead of touching a model's attributes or
+guessing from a class name: which loss a family was pretrained with, how its
+texts must be padded, which processor class loads its preprocessing, how long
+its texts may be, and how its logit scale is clamped. Supporting a new family is
+one :class:`ModelFamily` entry in :data:`FAMILIES` (and a test); see the README's
+"Extending" section.
+
+Two version differences are handled here as well:
 
 * transformers 5.x ``get_image_features`` / ``get_text_features`` return a
   ``BaseModelOutputWithPooling`` whose ``pooler_output`` is the projected,
   unnormalised embedding; 4.x returns that embedding as a plain tensor.
-* ``Siglip2Model`` exists only in recent releases, so it is looked up lazily.
+* a family whose class a transformers release lacks (``Siglip2Model`` before
+  4.49) is skipped, not an import error.
 
-Models wrapped for training (DistributedDataParallel, ``torch.compile``,
-accelerate, PEFT) are unwrapped for attribute access, but see
-:func:`encode_batch` for why training under DDP must go through ``forward``.
+Models wrapped for training (DDP, ``torch.compile``, DeepSpeed, FSDP, PEFT) are
+unwrapped with accelerate's own ``extract_model_from_parallel`` (plus PEFT's base
+model) for attribute access; see :func:`encode_batch` for why training under DDP
+must go through ``forward``.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 __all__ = [
+    "FAMILIES",
+    "ModelFamily",
     "SUPPORTED_MODEL_CLASSES",
     "check_local_model_path",
     "encode_batch",
     "encode_images",
     "encode_texts",
+    "family_of",
     "logit_scale_and_bias",
+    "max_text_length",
+    "text_padding_for",
     "unwrap_model",
     "uses_sigmoid_loss",
 ]
 
 #: The largest temperature-inverse a softmax (CLIP-style) model may use, as in CLIP's training.
 MAX_LOGIT_SCALE = 100.0
+# tokenizers without a configured limit report a huge sentinel (transformers' VERY_LARGE_INTEGER, 1e30)
+_NO_LIMIT = 1_000_000
 
-# Class names (importable from `transformers`) and whether they train with the sigmoid loss.
-SUPPORTED_MODEL_CLASSES: dict[str, bool] = {
-    "CLIPModel": False,
-    "VisionTextDualEncoderModel": False,
-    "SiglipModel": True,
-    "Siglip2Model": True,
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """What hf_hardneg needs to know about one family of dual encoders.
+
+    Args:
+        model_class: the ``transformers`` class, e.g. ``"CLIPModel"``.
+        model_type: its ``config.model_type``, e.g. ``"clip"`` (how a saved config names the family).
+        processor_class: the class a reader loads the preprocessing with (in model cards).
+        loss: ``"softmax"`` (CLIP's InfoNCE) or ``"sigmoid"`` (SigLIP's pairwise loss), the
+            objective the family was pretrained with and is continued with.
+        text_padding: ``"longest"`` (dynamic) or ``"max_length"``: SigLIP's text tower pools the
+            last position, so it was trained, and must be fed, with every text padded to full length.
+        max_logit_scale: clamp of ``exp(logit_scale)`` during training (CLIP: 100); ``None`` for
+            families trained without one (released SigLIP checkpoints sit above 100).
+        default_max_text_length: the text length when neither the tokenizer nor the config says.
+    """
+
+    model_class: str
+    model_type: str
+    processor_class: str
+    loss: Literal["softmax", "sigmoid"] = "softmax"
+    text_padding: Literal["longest", "max_length"] = "longest"
+    max_logit_scale: float | None = MAX_LOGIT_SCALE
+    default_max_text_length: int = 77
+
+    @property
+    def uses_sigmoid_loss(self) -> bool:
+        return self.loss == "sigmoid"
+
+    @property
+    def pads_to_max_length(self) -> bool:
+        return self.text_padding == "max_length"
+
+
+#: Model class name -> its family. Add a family by adding an entry (and a test).
+FAMILIES: dict[str, ModelFamily] = {
+    family.model_class: family
+    for family in (
+        ModelFamily("CLIPModel", "clip", "CLIPProcessor"),
+        ModelFamily("VisionTextDualEncoderModel", "vision-text-dual-encoder", "VisionTextDualEncoderProcessor",
+                    default_max_text_length=512),
+        ModelFamily("SiglipModel", "siglip", "SiglipProcessor", loss="sigmoid", text_padding="max_length",
+                    max_logit_scale=None, default_max_text_length=64),
+        ModelFamily("Siglip2Model", "siglip2", "Siglip2Processor", loss="sigmoid", text_padding="max_length",
+                    max_logit_scale=None, default_max_text_length=64),
+    )
 }
 
+#: Supported class names -> whether they train with the sigmoid loss (derived from :data:`FAMILIES`).
+SUPPORTED_MODEL_CLASSES: dict[str, bool] = {name: f.uses_sigmoid_loss for name, f in FAMILIES.items()}
 
-def _supported_classes() -> dict[type, bool]:
-    """Map the supported classes that this transformers version has to their sigmoid flag."""
+
+def _supported_classes() -> dict[type, ModelFamily]:
+    """The families whose class this transformers version has, keyed by that class."""
     transformers = importlib.import_module("transformers")
     found = {}
-    for name, sigmoid in SUPPORTED_MODEL_CLASSES.items():
+    for name, family in FAMILIES.items():
         try:
             cls = getattr(transformers, name)
         except (AttributeError, ImportError):  # e.g. Siglip2Model before transformers 4.49
             continue
-        found[cls] = sigmoid
+        found[cls] = family
     return found
 
 
@@ -84,33 +143,69 @@ def check_local_model_path(name_or_path: str, what: str = "model") -> None:
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """Return the transformers model inside DDP / DataParallel / torch.compile / PEFT wrappers."""
+    """The transformers model inside DDP / DataParallel / DeepSpeed / FSDP / torch.compile / PEFT wrappers."""
+    from accelerate.utils import extract_model_from_parallel
+
+    if not isinstance(model, nn.Module):
+        return model
     seen = set()
     while id(model) not in seen:
         seen.add(id(model))
-        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):  # torch.compile
-            model = model._orig_mod
-        elif hasattr(model, "get_base_model") and callable(model.get_base_model):  # peft.PeftModel
+        model = extract_model_from_parallel(model, keep_torch_compile=False)
+        if hasattr(model, "get_base_model") and callable(model.get_base_model):  # peft.PeftModel
             model = model.get_base_model()
-        elif type(model).__name__ in {"DeepSpeedEngine", "FullyShardedDataParallel"} and hasattr(model, "module"):
-            model = model.module
     return model
 
 
-def _family(model: nn.Module) -> tuple[nn.Module, bool]:
-    """Return ``(unwrapped_model, uses_sigmoid)`` or raise a TypeError naming what is supported."""
-    inner = unwrap_model(model)
-    for cls, sigmoid in _supported_classes().items():
-        if isinstance(inner, cls):
-            return inner, sigmoid
-    supported = ", ".join(SUPPORTED_MODEL_CLASSES)
+def family_of(model_or_class: nn.Module | str | None) -> ModelFamily:
+    """The :class:`ModelFamily` of a model (wrappers looked through) or of a class name such as ``"SiglipModel"``.
+
+    Raises a ``TypeError`` naming the supported classes for anything else.
+    """
+    if isinstance(model_or_class, str) or model_or_class is None:
+        family = FAMILIES.get(model_or_class or "")
+        if family is not None:
+            return family
+        name = model_or_class
+    else:
+        inner = unwrap_model(model_or_class)
+        for cls, family in _supported_classes().items():
+            if isinstance(inner, cls):
+                return family
+        if not isinstance(inner, nn.Module):  # a config-like object: its model_type names the family
+            model_type = getattr(getattr(inner, "config", None), "model_type", None)
+            family = next((f for f in FAMILIES.values() if f.model_type == model_type), None)
+            if family is not None:
+                return family
+        name = type(inner).__name__
     raise TypeError(
-        f"hf_hardneg does not support {type(inner).__name__}; supported model classes are {supported} "
+        f"hf_hardneg does not support {name}; supported model classes are {', '.join(FAMILIES)} "
         "(load a checkpoint of one of them, e.g. with transformers.AutoModel.from_pretrained, "
         "not a vision-only or text-only model)."
     )
+
+
+def text_padding_for(model: Any) -> str:
+    """``"max_length"`` for families that pool the text at the LAST position (SigLIP), else ``"longest"``."""
+    return family_of(model).text_padding
+
+
+def _family(model: nn.Module) -> tuple[nn.Module, ModelFamily]:
+    """``(unwrapped model, its family)``; raises the TypeError of :func:`family_of`."""
+    return unwrap_model(model), family_of(model)
+
+
+def max_text_length(model: nn.Module, tokenizer: Any = None) -> int:
+    """The longest text the model takes: the tokenizer's limit capped by the text encoder's positions.
+
+    Falls back to the family's usual length when neither is known.
+    """
+    family = family_of(model)
+    config = getattr(unwrap_model(model), "config", None)
+    limits = [getattr(getattr(config, "text_config", None), "max_position_embeddings", None),
+              getattr(tokenizer, "model_max_length", None)]
+    limits = [int(x) for x in limits if isinstance(x, int) and 0 < x < _NO_LIMIT]
+    return min(limits) if limits else family.default_max_text_length
 
 
 def _pooled(output: Any) -> torch.Tensor:
@@ -127,7 +222,7 @@ def _pooled(output: Any) -> torch.Tensor:
 
 def uses_sigmoid_loss(model: nn.Module) -> bool:
     """True for SigLIP-family models, which are trained with the pairwise sigmoid loss."""
-    return _family(model)[1]
+    return family_of(model).uses_sigmoid_loss
 
 
 def encode_images(model: nn.Module, pixel_values: torch.Tensor, **kwargs: Any) -> torch.Tensor:
@@ -181,18 +276,18 @@ def encode_batch(
 def logit_scale_and_bias(model: nn.Module, max_scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Return ``(scale, bias)``: the multiplier of cosine similarities, already ``exp()``'d, and the bias.
 
-    ``max_scale=None`` picks the family's rule: softmax models are clamped at
-    100 as in CLIP's training (above it a logit-scale gradient would only blow
-    up the softmax); sigmoid models are not clamped, because SigLIP was trained
-    without a clamp and released checkpoints sit above 100 -- clamping them would
-    change a pretrained model's logits before the first step. Pass a number to
-    force a clamp. ``bias`` is ``None`` for models without one. Both keep their
-    gradient (they are parameters being trained).
+    ``max_scale=None`` picks the family's rule (:attr:`ModelFamily.max_logit_scale`):
+    softmax models are clamped at 100 as in CLIP's training (above it a
+    logit-scale gradient would only blow up the softmax); sigmoid models are not
+    clamped, because SigLIP was trained without a clamp and released checkpoints
+    sit above 100 -- clamping them would change a pretrained model's logits before
+    the first step. Pass a number to force a clamp. ``bias`` is ``None`` for models
+    without one. Both keep their gradient (they are parameters being trained).
     """
-    inner, sigmoid = _family(model)
+    inner, family = _family(model)
     scale = inner.logit_scale.exp()
-    if max_scale is None and not sigmoid:
-        max_scale = MAX_LOGIT_SCALE
+    if max_scale is None:
+        max_scale = family.max_logit_scale
     if max_scale is not None:
         scale = scale.clamp(max=max_scale)
     bias = getattr(inner, "logit_bias", None)

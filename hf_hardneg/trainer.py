@@ -55,14 +55,14 @@ from torch import nn
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from hf_hardneg.collator import HardNegativeCollator, count_negative_columns, text_padding_for
+from hf_hardneg.collator import HardNegativeCollator, count_negative_columns
 from hf_hardneg.config import HardNegCLIPConfig
 from hf_hardneg.loss import build_loss_for, replacement_generator, split_text_embeds
-from hf_hardneg.models import encode_batch, logit_scale_and_bias, unwrap_model
+from hf_hardneg.models import encode_batch, family_of, logit_scale_and_bias, max_text_length
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HardNegCLIPTrainer", "apply_concepts", "prepare_image_column", "resolve_concept_names"]
+__all__ = ["HardNegCLIPTrainer", "apply_concepts", "prepare_image_column"]
 
 # Slots of the per-mode metric accumulator (summed over steps, then over processes, in `log`).
 _SCALE_SUM, _HN_CORRECT, _SCALE_COUNT, _HN_COUNT, _SAMPLES, _SKIPPED = range(6)
@@ -93,21 +93,6 @@ def prepare_image_column(dataset: Any, image_column: str = "image") -> Any:
     return dataset
 
 
-def resolve_concept_names(names: Any) -> list[Any]:
-    """Built-in concept names and/or paths of YAML/JSON concept files -> ``Concept`` objects."""
-    from pathlib import Path
-
-    from hf_hardneg.concepts import get_concept, load_concepts
-
-    concepts = []
-    for name in [names] if isinstance(names, str) else names:
-        if isinstance(name, str) and Path(name).suffix.lower() in {".yaml", ".yml", ".json"}:
-            concepts.extend(load_concepts(name))
-        else:
-            concepts.append(get_concept(name))
-    return concepts
-
-
 def apply_concepts(dataset: Any, args: HardNegCLIPConfig, caption_column: str = "caption",
                    num_proc: int | None = None) -> Any:
     """Apply ``args.concepts`` to a dataset: the paper's per-concept subset, plus hard negatives for k > 0.
@@ -121,7 +106,9 @@ def apply_concepts(dataset: Any, args: HardNegCLIPConfig, caption_column: str = 
         return dataset
     from hf_hardneg.substitution import add_hard_negatives, keep_rows_with_keywords
 
-    concepts = resolve_concept_names(args.concepts)
+    from hf_hardneg.concepts import resolve_concepts
+
+    concepts = resolve_concepts(args.concepts)
     if args.num_hard_negatives > 0:
         out = add_hard_negatives(dataset, concepts, num_negatives=args.num_hard_negatives,
                                  caption_column=caption_column, seed=args.substitution_seed,
@@ -147,16 +134,6 @@ def _needs_concepts(dataset: Any, args: HardNegCLIPConfig) -> bool:
     if not args.concepts or columns is None:
         return False
     return args.num_hard_negatives == 0 or count_negative_columns(columns) < args.num_hard_negatives
-
-
-def _text_max_length(model: nn.Module, tokenizer: Any) -> int | None:
-    """The shorter of the tokenizer's and the text encoder's maximum lengths (None if neither is known)."""
-    config = getattr(unwrap_model(model), "config", None)
-    text_config = getattr(config, "text_config", None)
-    limits = [getattr(text_config, "max_position_embeddings", None),
-              getattr(tokenizer, "model_max_length", None)]
-    limits = [int(x) for x in limits if isinstance(x, int) and 0 < x < int(1e29)]
-    return min(limits) if limits else None
 
 
 def _split_processing(processing_class: Any, image_processor: Any) -> tuple[Any, Any]:
@@ -236,8 +213,8 @@ class HardNegCLIPTrainer(Trainer):
                 caption_column=caption_column,
                 num_hard_negatives=args.num_hard_negatives,
                 pad_to_multiple_of=args.text_pad_to_multiple_of,
-                max_length=_text_max_length(model, tokenizer),
-                padding=text_padding_for(unwrap_model(model)),
+                max_length=max_text_length(model, tokenizer),
+                padding=family_of(model).text_padding,
                 skip_corrupt_images=args.skip_corrupt_images,
             )
         image_column = getattr(data_collator, "image_column", image_column)

@@ -11,7 +11,8 @@ import PIL.Image
 import pytest
 import torch
 
-from hf_hardneg.collator import HardNegativeCollator, count_negative_columns, text_padding_for
+from hf_hardneg.collator import HardNegativeCollator, count_negative_columns
+from hf_hardneg.models import text_padding_for
 from hf_hardneg.data.images import CorruptImageError
 from hf_hardneg.testing import BOS_ID, EOS_ID, PAD_ID, build_word_tokenizer
 

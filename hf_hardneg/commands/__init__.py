@@ -1,1 +1,46 @@
-"""Sub-commands of the `hf-hardneg` CLI; each module defines ``register(subparsers)``."""
+"""Sub-commands of the `hf-hardneg` CLI; each module defines ``register(subparsers)``.
+
+Options several commands share are defined here once, so they read the same everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+__all__ = ["add_concept_arguments", "concepts_from_args"]
+
+
+def add_concept_arguments(parser: argparse.ArgumentParser, default: Sequence[str] | None = None) -> None:
+    """``--concepts NAME|FILE ...`` (commas work too), and ``--concept-file FILE`` to define concepts by name.
+
+    ``--concept NAME`` (repeatable) is accepted as a spelling of ``--concepts``. Names and files
+    are resolved by :func:`hf_hardneg.concepts.resolve_concepts`, the resolver the trainer,
+    train.py and the model card use as well.
+    """
+    fallback = f"default: {', '.join(default)}" if default else "required unless --concept-file is given"
+    parser.add_argument(
+        "--concepts", "--concept", nargs="+", action="extend", metavar="NAME_OR_FILE", dest="concepts",
+        help="concepts: object, color, location, size, object_coco, a+b combinations, a name defined in "
+             f"--concept-file, or a YAML/JSON concept file (all its concepts); {fallback}",
+    )
+    parser.add_argument(
+        "--concept-file", metavar="FILE", action="append", dest="concept_files",
+        help="YAML or JSON file of your own concepts (see hf_hardneg.concepts.load_concepts); its concepts can "
+             "then be named in --concepts, and are all used when --concepts is not given",
+    )
+    parser.set_defaults(default_concepts=list(default) if default else None)
+
+
+def concepts_from_args(args: argparse.Namespace) -> list:
+    """The concepts that :func:`add_concept_arguments`' options name (errors name the unknown concept)."""
+    from hf_hardneg.concepts import resolve_concepts
+
+    files = args.concept_files or []
+    if args.concepts:
+        return resolve_concepts(args.concepts, definitions=files)
+    if files:
+        return resolve_concepts(files)
+    if args.default_concepts:
+        return resolve_concepts(args.default_concepts)
+    raise ValueError("give at least one --concept NAME (or --concepts object color ..., or --concept-file FILE)")

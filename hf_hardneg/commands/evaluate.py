@@ -15,6 +15,8 @@ import logging
 import re
 from pathlib import Path
 
+from hf_hardneg.commands import add_concept_arguments, concepts_from_args
+
 
 def _non_negative_float(value: str) -> float:
     number = float(value)
@@ -51,8 +53,7 @@ def register(subparsers) -> None:
                    help="COCO in its official layout (annotations/captions_<split>.json + images) "
                         "for the concept and retrieval tasks")
     p.add_argument("--coco-split", default="val2017", help="COCO split (default: %(default)s)")
-    p.add_argument("--concepts", default=",".join(DEFAULT_CONCEPTS),
-                   help="comma-separated concept names, or a YAML/JSON concept file (default: %(default)s)")
+    add_concept_arguments(p, default=DEFAULT_CONCEPTS)
     p.add_argument("--source", action="append", default=[], metavar="TASK=PATH_OR_ID",
                    help="data source of a task instead of its Hub default, e.g. sugarcrepe=/data/sugar_crepe "
                         "or winoground=/data/winoground; 'coco=PATH' replaces --coco-dir; repeatable")
@@ -89,22 +90,6 @@ def parse_sources(items: list[str]) -> dict[str, str]:
     return sources
 
 
-def parse_concepts(value: str) -> list:
-    from hf_hardneg.concepts import load_concepts
-
-    concepts: list = []
-    for item in (v.strip() for v in value.split(",")):
-        if not item:
-            continue
-        if Path(item).suffix.lower() in (".yaml", ".yml", ".json"):
-            concepts.extend(load_concepts(item))
-        else:
-            concepts.append(item)
-    if not concepts:
-        raise SystemExit("--concepts: no concept given")
-    return concepts
-
-
 def model_names(models: list[str], names: list[str] | None) -> list[str]:
     """Display names: given ones, else the last path component, made unique."""
     if names:
@@ -128,7 +113,7 @@ def run(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     names = model_names(args.model, args.name)
     sources = parse_sources(args.source)
-    concepts = parse_concepts(args.concepts)
+    concepts = concepts_from_args(args)
     output = Path(args.output)
     if output.exists() and not output.is_dir():  # found now, not after the whole evaluation
         raise NotADirectoryError(f"--output {output} is a file; results.json and results.md go into a folder: "

@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from hf_hardneg.commands.stats import add_concept_arguments, concepts_from_args
+from hf_hardneg.commands import add_concept_arguments, concepts_from_args
 
 __all__ = ["register", "run"]
 
@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--captions", required=True, metavar="FILE",
                         help="COCO captions_*.json (or a JSON list, .jsonl or .txt of captions)")
-    add_concept_arguments(parser, required=True)
+    add_concept_arguments(parser)
     parser.add_argument("--num-negatives", "-k", type=_num_negatives, default=1, metavar="K",
                         help="negatives per caption, or 'all' for every alternative of the first keyword (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from hf_hardneg.substitution import HardNegativeTransform, is_valid_caption
 
     try:
-        concepts = concepts_from_args(args, default_all=False)
+        concepts = concepts_from_args(args)
         records = read_captions(args.captions)
     except (OSError, ValueError, TypeError) as err:
         print(f"hf-hardneg negatives: error: {err}", file=sys.stderr)

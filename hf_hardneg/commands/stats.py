@@ -12,43 +12,10 @@ import sys
 from collections import Counter
 from typing import Any
 
-from hf_hardneg.concepts import CONCEPTS, Concept, get_concept, load_concepts
+from hf_hardneg.commands import add_concept_arguments, concepts_from_args
+from hf_hardneg.concepts import CONCEPTS, Concept
 
-__all__ = ["register", "run", "caption_stats", "concepts_from_args", "add_concept_arguments"]
-
-
-def add_concept_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
-    """``--concept NAME`` (repeatable) and ``--concept-file FILE``, shared with `negatives`."""
-    parser.add_argument(
-        "--concept", action="append", metavar="NAME", dest="concepts",
-        help="concept to use (repeatable): object, color, location, size, object_coco, or a name from "
-             "--concept-file" + ("" if required else "; default: the four concepts of the paper"),
-    )
-    parser.add_argument(
-        "--concept-file", metavar="FILE", action="append", dest="concept_files",
-        help="YAML or JSON file of your own concepts (see hf_hardneg.concepts.load_concepts); "
-             "its concepts are used when no --concept is given",
-    )
-
-
-def concepts_from_args(args: argparse.Namespace, default_all: bool) -> list[Concept]:
-    """Resolve --concept / --concept-file into Concepts (errors name the unknown concept)."""
-    user: dict[str, Concept] = {}
-    for path in args.concept_files or []:
-        for concept in load_concepts(path):
-            user[concept.name] = concept
-    if not args.concepts:
-        if user:
-            return list(user.values())
-        if default_all:
-            return list(CONCEPTS.values())
-        raise ValueError("give at least one --concept (object, color, location, size, object_coco)")
-    chosen = []
-    for name in args.concepts:
-        concept = user.get(name) or get_concept(name)
-        if concept not in chosen:
-            chosen.append(concept)
-    return chosen
+__all__ = ["register", "run", "caption_stats"]
 
 
 def caption_stats(captions: list[Any], concepts: list[Concept], top: int = 10) -> dict[str, dict[str, Any]]:
@@ -93,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--captions", required=True, metavar="FILE",
                         help="COCO captions_*.json (or a JSON list, .jsonl or .txt of captions)")
-    add_concept_arguments(parser, required=False)
+    add_concept_arguments(parser, default=list(CONCEPTS))
     parser.add_argument("--json", action="store_true", help="print one JSON object {concept: {...}} on stdout")
     parser.add_argument("--top", type=int, default=10, metavar="N", help="most frequent keywords to list (default 10)")
     parser.set_defaults(func=run)
@@ -103,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from hf_hardneg.data.coco import read_captions
 
     try:
-        concepts = concepts_from_args(args, default_all=True)
+        concepts = concepts_from_args(args)
         records = read_captions(args.captions)
     except (OSError, ValueError, TypeError) as err:
         print(f"hf-hardneg stats: error: {err}", file=sys.stderr)

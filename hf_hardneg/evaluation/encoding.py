@@ -233,29 +233,19 @@ class Embedder:
         return tqdm(total=total, desc=desc, disable=not self.progress or total == 0, leave=False)
 
     @property
-    def _family_config(self):
-        from hf_hardneg.models import unwrap_model
-
-        return unwrap_model(self.model).config
-
-    @property
     def pads_to_max_length(self) -> bool:
         """SigLIP pools the last position, so its texts must be padded to the length it was trained with."""
-        from hf_hardneg.models import uses_sigmoid_loss
+        from hf_hardneg.models import family_of
 
-        return uses_sigmoid_loss(self.model)
+        return family_of(self.model).pads_to_max_length
 
     @property
     def max_length(self) -> int:
-        """Longest token sequence: the tokenizer's limit, capped by the text encoder's positions."""
+        """Longest token sequence (see :func:`hf_hardneg.models.max_text_length`)."""
         if self._max_length is None:
-            limit = getattr(self.tokenizer, "model_max_length", None)
-            if not isinstance(limit, int) or limit > 100_000:  # "no limit" sentinel of tokenizers
-                limit = None
-            text_config = getattr(self._family_config, "text_config", None)
-            positions = getattr(text_config, "max_position_embeddings", None)
-            candidates = [v for v in (limit, positions) if isinstance(v, int) and v > 0]
-            self._max_length = min(candidates) if candidates else 77
+            from hf_hardneg.models import max_text_length
+
+            self._max_length = max_text_length(self.model, self.tokenizer)
         return self._max_length
 
     # ------------------------------------------------------------------ texts
