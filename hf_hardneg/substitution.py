@@ -138,6 +138,20 @@ class RowRandom:
         return _mix64((self._key + self._count * _GOLDEN) & _MASK64) % n
 
 
+class _LazyRowRandom:
+    """A :class:`RowRandom` made on the first draw: rows without a keyword never pay for one."""
+
+    __slots__ = ("_args", "_rng")
+
+    def __init__(self, seed: int, index: int) -> None:
+        self._args, self._rng = (seed, index), None
+
+    def randbelow(self, n: int) -> int:
+        if self._rng is None:
+            self._rng = RowRandom(*self._args)
+        return self._rng.randbelow(n)
+
+
 def _randbelow_for(seed_or_rng: Any):
     """Accept an int seed, a :class:`RowRandom`, a ``random.Random`` or a NumPy ``Generator``."""
     if isinstance(seed_or_rng, RowRandom):
@@ -270,13 +284,30 @@ def sample_negatives(caption: str, concept: ConceptLike, k: int, seed_or_rng: An
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
     concept = get_concept(concept)
-    randbelow = _randbelow_for(seed_or_rng)
-    matches = find_keywords(caption, concept)
+    caption = _check_caption(caption)
+    matches = list(concept.pattern.finditer(caption))
     if not matches:
         return []
-    match = matches[randbelow(len(matches))]
+    match, replacements = _draw_negatives(concept, matches, k, _randbelow_for(seed_or_rng))
+    return [_negative(caption, concept, match, replacement) for replacement in replacements]
+
+
+def _draw_negatives(concept: Concept, matches: list[re.Match], k: int | Literal["all"],
+                    randbelow) -> tuple[KeywordMatch, list[str]]:
+    """The draw itself, shared by :func:`sample_negatives` and :class:`HardNegativeTransform`:
+    ``(the occurrence to replace, its replacements)``.
+
+    ``k`` replacements of one occurrence drawn among ``matches`` (non-empty), or with
+    ``k="all"`` every alternative of the first occurrence (no draw). Only the chosen
+    occurrence is put in canonical form, and no text is built here: the transform writes
+    plain strings, the API wraps them as :class:`HardNegative`.
+    """
+    found = matches[0] if k == "all" else matches[randbelow(len(matches))]
+    match = KeywordMatch(found.start(), found.end(), _canonical(concept, found.group()), found.group())
     alternatives = concept.substitutions[match.keyword]
-    return [_negative(caption, concept, match, alternatives[i]) for i in _draw(len(alternatives), k, randbelow)]
+    if k == "all":
+        return match, list(alternatives)
+    return match, [alternatives[i] for i in _draw(len(alternatives), k, randbelow)]
 
 
 def negative_column_names(k: int) -> list[str]:
@@ -402,42 +433,26 @@ class HardNegativeTransform:
                 skipped.append(index)
                 no_negatives()
                 continue
-            rng = None
+            rng = _LazyRowRandom(seed, index)
             if single is not None:
-                concept = single
-                matches = list(concept.pattern.finditer(caption))
+                found = [(single, list(single.pattern.finditer(caption)))]
             else:  # one concept per row, drawn among those that match (no draw when only one does)
                 found = [(c, ms) for c in self.concepts if (ms := list(c.pattern.finditer(caption)))]
-                matches = []
-                if len(found) == 1:
-                    concept, matches = found[0]
-                elif found:
-                    rng = RowRandom(seed, index)
-                    concept, matches = found[rng.randbelow(len(found))]
+            concept, matches = (found[0] if len(found) == 1 else found[rng.randbelow(len(found))]) if found \
+                else (None, [])
             if not matches:
                 no_negatives()
                 continue
-
+            match, replacements = _draw_negatives(concept, matches, self.num_negatives, rng.randbelow)
+            head, tail = caption[: match.start], caption[match.end:]
+            texts = [head + _match_case(match.text, r) + tail for r in replacements]
             if all_mode:
-                match = matches[0]
+                negatives[0].append(texts)
             else:
-                if rng is None:
-                    rng = RowRandom(seed, index)
-                match = matches[rng.randbelow(len(matches))]
-            text = match.group()
-            keyword = text.lower()
-            table = concept.substitutions
-            if keyword not in table:
-                keyword = _canonical(concept, text)
-            alternatives = table[keyword]
-            head, tail = caption[: match.start()], caption[match.end() :]
-            if all_mode:
-                negatives[0].append([head + _match_case(text, r) + tail for r in alternatives])
-            else:
-                for col, i in zip(negatives, _draw(len(alternatives), k, rng.randbelow)):
-                    col.append(head + _match_case(text, alternatives[i]) + tail)
+                for col, text in zip(negatives, texts):
+                    col.append(text)
             concept_col.append(concept.name)
-            keyword_col.append(keyword)
+            keyword_col.append(match.keyword)
 
         if skipped:
             logger.warning(
