@@ -31,13 +31,14 @@ path and concept names are checked before the data pass.
 from __future__ import annotations
 
 import argparse
-import glob
 import logging
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
+
+from hf_hardneg.data.prepare import ImageCaptionDataArguments
 
 logger = logging.getLogger("hf_hardneg.train")
 
@@ -59,37 +60,9 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
-    """Where the image-caption pairs come from and how they are turned into training rows."""
+class DataArguments(ImageCaptionDataArguments):
+    """Where the image-caption pairs come from (see hf_hardneg.data.prepare), plus training-time evaluation."""
 
-    coco_captions_json: str | None = field(
-        default=None, metadata={"help": "COCO captions annotation file, e.g. annotations/captions_train2017.json."})
-    coco_images_dir: str | None = field(
-        default=None, metadata={"help": "Folder with the COCO images named in --coco_captions_json."})
-    eval_coco_captions_json: str | None = field(
-        default=None, metadata={"help": "COCO captions file for the evaluation loss (e.g. captions_val2017.json)."})
-    eval_coco_images_dir: str | None = field(
-        default=None, metadata={"help": "Folder with the images of --eval_coco_captions_json."})
-    dataset_name: str | None = field(
-        default=None, metadata={"help": "A Hub dataset id (or a local folder/script-free dataset load_dataset reads)."})
-    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of --dataset_name."})
-    dataset_path: str | None = field(
-        default=None, metadata={"help": "A dataset saved with save_to_disk, a folder of data files, or one "
-                                         ".csv/.json/.jsonl/.parquet/.arrow file (a glob such as 'data/*.parquet' "
-                                         "works too)."})
-    train_split: str = field(default="train", metadata={"help": "Split to train on."})
-    eval_split: str | None = field(default=None, metadata={"help": "Split for the evaluation loss (none by default)."})
-    image_column: str = field(
-        default="image", metadata={"help": "Column with the images (datasets Image feature or file paths)."})
-    caption_column: str = field(default="caption", metadata={"help": "Column with the (positive) captions."})
-    streaming: bool = field(
-        default=False, metadata={"help": "Stream the dataset instead of downloading it; needs --max_steps."})
-    max_train_samples: int | None = field(
-        default=None, metadata={"help": "Keep only the first N training rows (after concept filtering)."})
-    max_eval_samples: int | None = field(
-        default=None, metadata={"help": "Keep only the first N evaluation rows (after concept filtering)."})
-    preprocessing_num_workers: int | None = field(
-        default=None, metadata={"help": "Processes for the substitution pass over a non-streaming dataset."})
     concept_eval: bool = field(
         default=False,
         metadata={"help": "Measure concept accuracy and text-to-image Recall@1/5/10 on the --eval_coco_* set before "
@@ -101,9 +74,6 @@ class DataArguments:
     concept_eval_max_examples: int | None = field(
         default=None, metadata={"help": "Cap per concept (and on retrieval images) for --concept_eval; a seeded "
                                          "subset, the same at every checkpoint."})
-    skip_invalid_captions: bool = field(
-        default=False, metadata={"help": "Leave out COCO captions that are null, blank or not text (counted and "
-                                         "logged) instead of stopping at the first one with its file and row."})
 
 
 def build_parser():
@@ -160,120 +130,11 @@ def parse_args(argv: Sequence[str] | None = None):
 # -- data ------------------------------------------------------------------------------------
 
 
-#: --dataset_path suffix -> the packaged `datasets` builder that reads such files
-_DATA_FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".arrow": "arrow"}
-
-
-def _load_raw(data_args: DataArguments):
-    """(train, eval-or-None) before concept filtering."""
-    import datasets
-
-    from hf_hardneg.data import load_coco_captions
-
-    sources = [flag for flag, value in (("--coco_captions_json/--coco_images_dir",
-                                         data_args.coco_captions_json or data_args.coco_images_dir),
-                                        ("--dataset_name", data_args.dataset_name),
-                                        ("--dataset_path", data_args.dataset_path)) if value]
-    if len(sources) > 1:
-        raise ValueError(f"training data given twice ({' and '.join(sources)}); pass one source: a COCO layout, "
-                         "--dataset_name, or --dataset_path")
-    if data_args.coco_captions_json or data_args.coco_images_dir:
-        if not (data_args.coco_captions_json and data_args.coco_images_dir):
-            raise ValueError("a COCO layout needs both --coco_captions_json and --coco_images_dir")
-        on_invalid = "skip" if data_args.skip_invalid_captions else "raise"
-        train = load_coco_captions(data_args.coco_captions_json, data_args.coco_images_dir, on_invalid=on_invalid)
-        evaluation = None
-        if data_args.eval_coco_captions_json:
-            if not data_args.eval_coco_images_dir:
-                raise ValueError("--eval_coco_captions_json needs --eval_coco_images_dir")
-            evaluation = load_coco_captions(data_args.eval_coco_captions_json, data_args.eval_coco_images_dir,
-                                            on_invalid=on_invalid)
-        return train, evaluation
-
-    source = data_args.dataset_name or data_args.dataset_path
-    if not source:
-        raise ValueError("no training data: pass --coco_captions_json and --coco_images_dir, "
-                         "or --dataset_name / --dataset_path")
-    saved_to_disk = data_args.dataset_path and any(
-        Path(data_args.dataset_path, marker).is_file() for marker in ("dataset_dict.json", "state.json"))
-    builder = _DATA_FILE_BUILDERS.get(Path(data_args.dataset_path).suffix.lower()) \
-        if data_args.dataset_path and not data_args.dataset_name else None
-    if builder is not None and not saved_to_disk:
-        # load_dataset(path) only resolves folders and Hub ids; one file needs its format's builder
-        if not glob.glob(data_args.dataset_path):
-            raise FileNotFoundError(f"--dataset_path {data_args.dataset_path}: no such file")
-        loaded = datasets.load_dataset(builder, data_files=data_args.dataset_path, streaming=data_args.streaming)
-    elif saved_to_disk:
-        loaded = datasets.load_from_disk(data_args.dataset_path)
-        if data_args.streaming:
-            loaded = (loaded.to_iterable_dataset() if isinstance(loaded, datasets.Dataset)
-                      else datasets.IterableDatasetDict({k: v.to_iterable_dataset() for k, v in loaded.items()}))
-    else:
-        loaded = datasets.load_dataset(source, data_args.dataset_config_name, streaming=data_args.streaming)
-    if isinstance(loaded, (datasets.Dataset, datasets.IterableDataset)):
-        if data_args.eval_split:
-            raise ValueError(f"{source} has no splits, so --eval_split {data_args.eval_split!r} cannot be used")
-        return loaded, None
-
-    def split(name):
-        if name not in loaded:
-            raise ValueError(f"{source} has no split {name!r}; its splits are {list(loaded)}")
-        return loaded[name]
-
-    return split(data_args.train_split), (split(data_args.eval_split) if data_args.eval_split else None)
-
-
-def _prepare(dataset, data_args: DataArguments, config, limit: int | None, role: str):
-    """Check columns, apply the concepts (subset + hard negatives), cap the size."""
-    import datasets
-
-    from hf_hardneg.collator import count_negative_columns
-    from hf_hardneg.trainer import apply_concepts
-
-    columns = dataset.column_names
-    if columns is not None:
-        for flag, column in (("--image_column", data_args.image_column), ("--caption_column", data_args.caption_column)):
-            if column not in columns:
-                raise ValueError(f"{role} data has no column {column!r} ({flag}); its columns are {columns}")
-        k = config.num_hard_negatives
-        if k > 0 and not config.concepts and count_negative_columns(columns) < k:
-            raise ValueError(
-                f"--num_hard_negatives {k} but the {role} data has {count_negative_columns(columns)} negative_* "
-                "columns; pass --concepts to generate them"
-            )
-    num_proc = None if data_args.streaming else data_args.preprocessing_num_workers
-    from hf_hardneg.substitution import CaptionColumnError
-
-    try:
-        dataset = apply_concepts(dataset, config, data_args.caption_column, num_proc=num_proc)
-    except CaptionColumnError as err:
-        raise CaptionColumnError(f"{role} data {_source_name(data_args)}: {err}") from err
-    if limit is not None:
-        if isinstance(dataset, datasets.IterableDataset):
-            dataset = dataset.take(limit)
-        else:
-            dataset = dataset.select(range(min(limit, len(dataset))))
-    return dataset
-
-
-def _source_name(data_args: DataArguments) -> str:
-    """The flag and value the data came from, for error messages."""
-    for flag, value in (("--coco_captions_json", data_args.coco_captions_json),
-                        ("--dataset_name", data_args.dataset_name), ("--dataset_path", data_args.dataset_path)):
-        if value:
-            return f"({flag} {value})"
-    return ""
-
-
 def load_training_data(data_args: DataArguments, config):
-    """``(train_dataset, eval_dataset_or_None)`` ready for :class:`~hf_hardneg.trainer.HardNegCLIPTrainer`."""
-    train, evaluation = _load_raw(data_args)
-    # substitutions are computed once, on the main process first; the others then read the cache
-    with config.main_process_first(desc="hard negatives"):
-        train = _prepare(train, data_args, config, data_args.max_train_samples, "training")
-        if evaluation is not None:
-            evaluation = _prepare(evaluation, data_args, config, data_args.max_eval_samples, "evaluation")
-    return train, evaluation
+    """``(train_dataset, eval_dataset_or_None)`` ready for the trainer (see :func:`hf_hardneg.data.prepare.load_training_data`)."""
+    from hf_hardneg.data.prepare import load_training_data as load
+
+    return load(data_args, config)
 
 
 def _check_concept_eval(data_args: DataArguments) -> None:

@@ -316,7 +316,8 @@ def train_stage2(cfg: DemoConfig, data: Mapping[str, Any], stage1_dir: Path, run
     from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
     from hf_hardneg.evaluation import ConceptEvalCallback
-    from hf_hardneg.trainer import HardNegCLIPTrainer, apply_concepts
+    from hf_hardneg.data.prepare import apply_concepts
+    from hf_hardneg.trainer import HardNegCLIPTrainer
 
     out = run_dir / name
     if out.exists():

@@ -55,14 +55,15 @@ from torch import nn
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from hf_hardneg.collator import HardNegativeCollator, count_negative_columns
+from hf_hardneg.collator import HardNegativeCollator
 from hf_hardneg.config import HardNegCLIPConfig
+from hf_hardneg.data.prepare import prepare_dataset
 from hf_hardneg.loss import build_loss_for, replacement_generator, split_text_embeds
 from hf_hardneg.models import encode_batch, family_of, logit_scale_and_bias, max_text_length
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HardNegCLIPTrainer", "apply_concepts", "prepare_image_column"]
+__all__ = ["HardNegCLIPTrainer"]
 
 # Slots of the per-mode metric accumulator (summed over steps, then over processes, in `log`).
 _SCALE_SUM, _HN_CORRECT, _SCALE_COUNT, _HN_COUNT, _SAMPLES, _SKIPPED = range(6)
@@ -71,69 +72,6 @@ _SCALE_SUM, _HN_CORRECT, _SCALE_COUNT, _HN_COUNT, _SAMPLES, _SKIPPED = range(6)
 _NO_DECAY_SUFFIXES = ("logit_scale", "logit_bias")
 # TrainingArguments' own save_steps default: any other value is the user's explicit choice
 _DEFAULT_SAVE_STEPS = next(f.default for f in dataclasses.fields(HardNegCLIPConfig) if f.name == "save_steps")
-
-
-def prepare_image_column(dataset: Any, image_column: str = "image") -> Any:
-    """Switch a ``datasets`` Image column to ``decode=False`` so the collator decodes it.
-
-    Decoding in the collator (inside DataLoader workers) lets JPEGs be draft-decoded
-    at the model's input size, and lets a corrupt file be named or skipped; with
-    ``decode=True`` the dataset decodes at full size and a corrupt file fails inside
-    ``datasets`` before the collator can say which row it was. A cheap change of
-    the feature only: the stored bytes/paths are untouched.
-    """
-    features = getattr(dataset, "features", None)
-    if not features or image_column not in features:
-        return dataset
-    from datasets import Image
-
-    feature = features[image_column]
-    if isinstance(feature, Image) and feature.decode:
-        return dataset.cast_column(image_column, Image(decode=False))
-    return dataset
-
-
-def apply_concepts(dataset: Any, args: HardNegCLIPConfig, caption_column: str = "caption",
-                   num_proc: int | None = None) -> Any:
-    """Apply ``args.concepts`` to a dataset: the paper's per-concept subset, plus hard negatives for k > 0.
-
-    Keeps the rows whose caption holds a keyword of one of the concepts and, with
-    ``args.num_hard_negatives = k > 0``, adds ``negative_1..negative_k`` drawn with
-    ``args.substitution_seed`` (fixed per row, so a resumed run sees the same
-    negatives). Without concepts the dataset is returned unchanged.
-    """
-    if dataset is None or not args.concepts:
-        return dataset
-    from hf_hardneg.substitution import add_hard_negatives, keep_rows_with_keywords
-
-    from hf_hardneg.concepts import resolve_concepts
-
-    concepts = resolve_concepts(args.concepts)
-    if args.num_hard_negatives > 0:
-        out = add_hard_negatives(dataset, concepts, num_negatives=args.num_hard_negatives,
-                                 caption_column=caption_column, seed=args.substitution_seed,
-                                 keep_only_matching=True, num_proc=num_proc)
-    else:
-        out = keep_rows_with_keywords(dataset, concepts, caption_column=caption_column, num_proc=num_proc)
-    if hasattr(out, "__len__") and len(out) == 0:
-        raise ValueError(
-            f"none of the {len(dataset)} captions in column {caption_column!r} holds a keyword of the concepts "
-            f"{[c.name for c in concepts]}, so there is nothing to train on; check --caption_column (is it the "
-            "caption text?) and --concepts (keywords match whole words, e.g. 'red' but not 'reddish')")
-    return out
-
-
-def _needs_concepts(dataset: Any, args: HardNegCLIPConfig) -> bool:
-    """True when ``args.concepts`` still has to be applied to ``dataset``.
-
-    With k > 0 that is when the rows lack their negatives; with k = 0 (classic
-    training) the rows are always restricted to the concepts' subset, so a classic
-    run and a hard-negative run with the same ``concepts`` see the same captions.
-    """
-    columns = getattr(dataset, "column_names", None)
-    if not args.concepts or columns is None:
-        return False
-    return args.num_hard_negatives == 0 or count_negative_columns(columns) < args.num_hard_negatives
 
 
 def _split_processing(processing_class: Any, image_processor: Any) -> tuple[Any, Any]:
@@ -156,9 +94,9 @@ class HardNegCLIPTrainer(Trainer):
         train_dataset / eval_dataset: rows with an image, a caption and, for
             ``num_hard_negatives=k > 0``, the columns ``negative_1..negative_k``
             (see :func:`hf_hardneg.substitution.add_hard_negatives`). When they lack
-            those columns and ``args.concepts`` is set, :func:`apply_concepts` adds
-            them (and keeps only rows with a keyword). A ``datasets`` Image column is
-            switched to ``decode=False`` (see :func:`prepare_image_column`).
+            those columns and ``args.concepts`` is set, they are added (and only rows
+            with a keyword kept); a ``datasets`` Image column is switched to
+            ``decode=False`` (see :mod:`hf_hardneg.data.prepare`).
         processing_class: the tokenizer, or a processor holding ``tokenizer`` and
             ``image_processor`` (e.g. ``CLIPProcessor``).
         image_processor: the image processor when ``processing_class`` is a tokenizer;
@@ -221,18 +159,10 @@ class HardNegCLIPTrainer(Trainer):
         caption_column = getattr(data_collator, "caption_column", caption_column)
 
         def prepare(dataset):
-            columns = getattr(dataset, "column_names", None)
-            # known up front: fail here, not in a DataLoader worker at step 1 (a custom collator may read others)
-            if isinstance(columns, list) and isinstance(data_collator, HardNegativeCollator):
-                for what, column in (("image_column", image_column), ("caption_column", caption_column)):
-                    if column not in columns:
-                        raise ValueError(f"the dataset has no column {column!r} ({what}); its columns are "
-                                         f"{columns}. Pass {what}= to HardNegCLIPTrainer (train.py: --{what})")
-            if _needs_concepts(dataset, args):
-                logger.info("applying concepts %s (keyword subset, %d hard negatives per row)", args.concepts,
-                            args.num_hard_negatives)
-                dataset = apply_concepts(dataset, args, caption_column)
-            return prepare_image_column(dataset, image_column)
+            # columns known up front fail here, not in a DataLoader worker at step 1; a custom collator may read others
+            check = isinstance(data_collator, HardNegativeCollator)
+            return prepare_dataset(dataset, args, image_column=image_column if check else None,
+                                   caption_column=caption_column, role="the", name_flags=False)
 
         train_dataset = prepare(train_dataset)
         if isinstance(eval_dataset, dict):

@@ -64,7 +64,7 @@ def test_no_caption_with_a_keyword_is_named_as_such(tmp_path):
     from datasets import Dataset
 
     from hf_hardneg.config import HardNegCLIPConfig
-    from hf_hardneg.trainer import apply_concepts
+    from hf_hardneg.data.prepare import apply_concepts
 
     ds = Dataset.from_dict({"caption": ["a plain wall", "two dogs"]})
     args = HardNegCLIPConfig(output_dir=str(tmp_path), concepts=["color"], num_hard_negatives=1, use_cpu=True,

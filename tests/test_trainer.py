@@ -14,7 +14,8 @@ from _float_tolerance import FLOAT32_EPS
 from hf_hardneg.config import HardNegCLIPConfig
 from hf_hardneg.loss import HardNegativeContrastiveLoss, replacement_generator, split_text_embeds
 from hf_hardneg.models import encode_batch, logit_scale_and_bias
-from hf_hardneg.trainer import HardNegCLIPTrainer, prepare_image_column
+from hf_hardneg.data.prepare import prepare_image_column
+from hf_hardneg.trainer import HardNegCLIPTrainer
 
 torch.set_num_threads(1)
 
