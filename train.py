@@ -162,7 +162,8 @@ def concept_eval_callback(data_args: DataArguments, tokenizer, image_processor):
 
     return ConceptEvalCallback(evaluation, resolve_concepts(concepts), tokenizer, image_processor,
                                max_examples=data_args.concept_eval_max_examples,
-                               max_retrieval_images=data_args.concept_eval_max_examples, plot=plot)
+                               max_retrieval_images=data_args.concept_eval_max_examples, plot=plot,
+                               dataset_name=Path(data_args.eval_coco_captions_json).name)
 
 
 def card_data_fields(data_args: DataArguments) -> dict:

@@ -672,10 +672,11 @@ class ModelCardCallback(TrainerCallback):
 
     Args:
         eval_results: results dict of ``hf_hardneg.evaluation.evaluate_model`` to show; by default
-            the latest concept accuracy and retrieval metrics that
-            :class:`~hf_hardneg.evaluation.ConceptEvalCallback` logged are used (register this
-            callback after that one, so that a checkpoint's card shows its own evaluation).
-        eval_dataset_name: what those logged metrics were measured on, for the card's table.
+            the latest evaluation during training: the results object ``HardNegCLIPTrainer``
+            hands over after each of its evaluators' runs, or, in a plain ``Trainer``, what a
+            :class:`~hf_hardneg.evaluation.ConceptEvalCallback` logged (register this callback
+            after that one, so that a checkpoint's card shows its own evaluation).
+        eval_dataset_name: what logged metrics were measured on, for the card's table.
         **overrides: any :class:`ModelCardInputs` field (``datasets``, ``training_data``, ``license``, ``tags``...).
 
     ``Trainer.push_to_hub`` regenerates ``README.md`` through ``Trainer.create_model_card``
@@ -694,6 +695,8 @@ class ModelCardCallback(TrainerCallback):
         if unknown:
             raise TypeError(f"ModelCardCallback got unknown card fields {sorted(unknown)}")
         self.eval_results = dict(eval_results) if eval_results is not None else None
+        #: the results of the latest evaluation during training, handed over by HardNegCLIPTrainer
+        self.training_results: dict[str, Any] | None = None
         self.eval_dataset_name = eval_dataset_name
         self.overrides = overrides
         self._start: float | None = None
@@ -738,8 +741,8 @@ class ModelCardCallback(TrainerCallback):
             record = record.replace(**self._data)
         if self._start is not None:
             record.training_time_s = time.perf_counter() - self._start
-        results = self.eval_results
-        if results is None:
+        results = self.eval_results or self.training_results
+        if results is None:  # a plain Trainer: what a ConceptEvalCallback logged
             results = logged_eval_results(state.log_history, state.global_step, self.eval_dataset_name)
         record.eval_results = results or None
         return record.replace(**self.overrides)
@@ -786,21 +789,6 @@ def find_model_card_callback(trainer: Any) -> ModelCardCallback | None:
 # Evaluation results
 # ---------------------------------------------------------------------------------------------
 
-# evaluate_model task -> its name in the model-index; task type when it is not zero-shot classification
-_TASK_NAMES = {
-    "concept": "Fine-grained concept understanding",
-    "retrieval": "Image-text retrieval",
-    "inpaintcoco": "InpaintCOCO: original vs. inpainted image, Equation (1)",
-    "sugarcrepe": "SugarCrepe compositionality",
-    "aro": "ARO attribution, relation and order",
-    "winoground": "Winoground",
-    "zeroshot": "Zero-shot image classification",
-}
-_TASK_TYPES = {
-    "retrieval": "image-text-retrieval",
-}
-
-
 def _dataset_id(task: str, label: str) -> str:
     """A Hub dataset id for the model-index when the label names one, else a slug of the label.
 
@@ -828,6 +816,7 @@ def eval_results_to_model_index(results: Mapping[str, Any] | None) -> list[EvalR
     """
     if not results:
         return []
+    from hf_hardneg.evaluation.registry import TASKS
     from hf_hardneg.evaluation.report import summary_rows
 
     tasks = results.get("tasks", {})
@@ -836,10 +825,11 @@ def eval_results_to_model_index(results: Mapping[str, Any] | None) -> list[EvalR
         if row.value is None or (isinstance(row.value, float) and not math.isfinite(row.value)):
             continue
         label = _dataset_label(tasks, row.task)
+        task = TASKS.get(row.task)
         out.append(
             EvalResult(
-                task_type=_TASK_TYPES.get(row.task, "zero-shot-image-classification"),
-                task_name=_TASK_NAMES.get(row.task, row.task),
+                task_type=task.model_index_type if task else "zero-shot-image-classification",
+                task_name=task.title if task else row.task,
                 dataset_type=_dataset_id(row.task, label),
                 dataset_name=label,
                 dataset_config=row.row,
@@ -890,19 +880,19 @@ def logged_eval_results(
 ) -> dict[str, Any] | None:
     """The newest training-time evaluation in a Trainer's ``log_history`` as a results dict, or ``None``.
 
-    :class:`hf_hardneg.evaluation.ConceptEvalCallback` logs ``concept_accuracy/<concept>`` and
-    ``t2i_R@k`` / ``i2t_R@k`` at each save; entries after ``step`` are ignored.
+    For a checkpoint folder read from disk (its ``trainer_state.json``): the evaluator's
+    metrics are logged as ``eval_concept_accuracy/<concept>`` and ``eval_t2i_R@k`` by
+    ``HardNegCLIPTrainer``, without the prefix by a ConceptEvalCallback in a plain
+    ``Trainer``; :func:`hf_hardneg.evaluation.evaluator.results_from_metrics` reads both.
+    Entries after ``step`` are ignored.
     """
+    from hf_hardneg.evaluation.evaluator import results_from_metrics
+
     for entry in reversed(log_history or []):
-        concept = {k.split("/", 1)[1]: v for k, v in entry.items() if k.startswith("concept_accuracy/")}
-        retrieval = {k: v for k, v in entry.items() if re.match(r"^(t2i|i2t)_R@\d+$", k)}
-        if not (concept or retrieval) or (step is not None and entry.get("step", 0) > step):
+        if step is not None and entry.get("step", 0) > step:
             continue
-        tasks: dict[str, Any] = {}
-        if concept:
-            metrics = {name: {"accuracy": value} for name, value in concept.items()}
-            tasks["concept"] = {"dataset": dataset_name, "kind": "multiple_choice", "metrics": metrics}
-        if retrieval:
-            tasks["retrieval"] = {"dataset": dataset_name, "kind": "retrieval", "metrics": retrieval}
-        return {"settings": {"measured_at_step": entry.get("step")}, "tasks": tasks}
+        for prefix in ("eval_", ""):
+            results = results_from_metrics(entry, prefix, dataset=dataset_name, step=entry.get("step"))
+            if results is not None:
+                return results
     return None

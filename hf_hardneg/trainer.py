@@ -42,13 +42,14 @@ the number of distinct text shapes -- hence recompilations -- small;
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
 import os
 import time
 from functools import partial
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -65,13 +66,51 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["HardNegCLIPTrainer"]
 
-# Slots of the per-mode metric accumulator (summed over steps, then over processes, in `log`).
-_SCALE_SUM, _HN_CORRECT, _SCALE_COUNT, _HN_COUNT, _SAMPLES, _SKIPPED = range(6)
 # parameters never decayed besides the Trainer's (biases, norms): decaying the temperature or the
 # sigmoid bias pulls the learned calibration toward 0, which is not regularisation
 _NO_DECAY_SUFFIXES = ("logit_scale", "logit_bias")
 # TrainingArguments' own save_steps default: any other value is the user's explicit choice
 _DEFAULT_SAVE_STEPS = next(f.default for f in dataclasses.fields(HardNegCLIPConfig) if f.name == "save_steps")
+
+
+
+@dataclasses.dataclass
+class _MetricSums:
+    """One logging window's sums for one mode (train/eval), summed over processes only when logged.
+
+    What is computed on the device (logit scale, rows won) stays there, so recording a
+    micro-batch costs no host sync; counts known on the host stay Python numbers.
+    """
+
+    scale: torch.Tensor  # sum of the logit scale over micro-batches (0-d, float64, on the device)
+    correct: torch.Tensor  # rows whose positive beat each of their hard negatives
+    micro_batches: float = 0.0
+    rows_with_negatives: float = 0.0
+    rows: float = 0.0
+    skipped: float = 0.0
+
+    _HOST = ("micro_batches", "rows_with_negatives", "rows", "skipped")
+
+    def __add__(self, other: "_MetricSums") -> "_MetricSums":
+        return _MetricSums(self.scale + other.scale, self.correct + other.correct,
+                           *(getattr(self, f) + getattr(other, f) for f in self._HOST))
+
+    def reduce(self, accelerator) -> dict[str, float]:
+        """Every field summed over all processes (one collective)."""
+        host = torch.tensor([getattr(self, f) for f in self._HOST], dtype=torch.float64, device=self.scale.device)
+        totals = accelerator.reduce(torch.cat([torch.stack([self.scale, self.correct]), host]), reduction="sum")
+        return dict(zip(("scale", "correct", *self._HOST), totals.tolist()))
+
+
+def _merged_results(evaluators: list, step: int) -> dict[str, Any] | None:
+    """The ``last_results`` of the evaluators that keep them, as one results dict measured at ``step``."""
+    tasks: dict[str, Any] = {}
+    for evaluator in evaluators:
+        results = getattr(evaluator, "last_results", None)
+        if results:
+            results.setdefault("settings", {})["measured_at_step"] = step
+            tasks.update(results.get("tasks", {}))
+    return {"settings": {"measured_at_step": step}, "tasks": tasks} if tasks else None
 
 
 def _split_processing(processing_class: Any, image_processor: Any) -> tuple[Any, Any]:
@@ -102,6 +141,13 @@ class HardNegCLIPTrainer(Trainer):
         image_processor: the image processor when ``processing_class`` is a tokenizer;
             it is saved with every checkpoint.
         loss: a loss module to use instead of ``build_loss_for(model, args.hard_negative_mode)``.
+        evaluator: a callable ``model -> {name: value}`` (or a list of them), e.g. a
+            :class:`~hf_hardneg.evaluation.evaluator.ConceptRetrievalEvaluator`, run in every
+            ``evaluate``: its metrics are logged with the ``eval_`` prefix, so any
+            ``report_to`` sees them and ``metric_for_best_model`` (e.g.
+            ``"concept_accuracy/color"``) with ``load_best_model_at_end`` keeps the best
+            checkpoint. The evaluator of a :class:`~hf_hardneg.evaluation.ConceptEvalCallback`
+            among the callbacks is run this way too.
         image_column / caption_column: dataset columns for the default collator.
         **kwargs: anything else ``Trainer`` accepts (callbacks, compute_metrics, ...).
 
@@ -126,6 +172,7 @@ class HardNegCLIPTrainer(Trainer):
         processing_class: Any = None,
         image_processor: Any = None,
         loss: nn.Module | None = None,
+        evaluator: Callable[[nn.Module], dict[str, float]] | list | None = None,
         image_column: str = "image",
         caption_column: str = "caption",
         **kwargs: Any,
@@ -137,6 +184,7 @@ class HardNegCLIPTrainer(Trainer):
                 f"args must be a HardNegCLIPConfig (got {type(args).__name__}); it carries the hard-negative "
                 "fields and the paper's defaults: HardNegCLIPConfig(output_dir=..., **your_training_arguments)"
             )
+        args = copy.copy(args)  # schedules derived below (save_steps from save_fraction_of_data) stay ours
         tokenizer, image_processor = _split_processing(processing_class, image_processor)
         if data_collator is None:
             if tokenizer is None or image_processor is None:
@@ -170,6 +218,15 @@ class HardNegCLIPTrainer(Trainer):
         else:
             eval_dataset = prepare(eval_dataset)
 
+        # Evaluators need no eval_dataset, but the Trainer refuses an evaluation strategy without one: let it
+        # check the arguments without the strategy, then put the strategy back.
+        from hf_hardneg.evaluation.callback import ConceptEvalCallback
+
+        eval_strategy = args.eval_strategy
+        evaluates_anyway = evaluator is not None or any(
+            isinstance(cb, ConceptEvalCallback) for cb in kwargs.get("callbacks") or [])
+        if eval_dataset is None and evaluates_anyway:
+            args.eval_strategy = "no"
         super().__init__(
             model=model,
             args=args,
@@ -179,6 +236,7 @@ class HardNegCLIPTrainer(Trainer):
             processing_class=processing_class,
             **kwargs,
         )
+        self.args.eval_strategy = eval_strategy
         # CLIP-like forwards take **kwargs, which would make the Trainer think the model normalises the
         # loss over the whole accumulated batch (num_items_in_batch) and skip the division.
         self.model_accepts_loss_kwargs = False
@@ -190,9 +248,13 @@ class HardNegCLIPTrainer(Trainer):
         self.image_processor = image_processor if image_processor is not getattr(
             processing_class, "image_processor", None) else None
         self.loss_fn = loss if loss is not None else build_loss_for(self.model, args.hard_negative_mode)
+        self.evaluators = list(evaluator) if isinstance(evaluator, (list, tuple)) else \
+            ([evaluator] if evaluator is not None else [])
+        self._adopt_evaluation_callbacks()
         self._apply_save_fraction()
-        # mode -> (device tensor [scale sum, correct rows], host list [steps, rows with negatives, rows, skipped])
-        self._metric_sums: dict[str, tuple[torch.Tensor, list[float]]] = {}
+        self._evaluators_pending = False
+        # mode -> (device sums, host sums) of the logging window; see _MetricSums
+        self._metric_sums: dict[str, _MetricSums] = {}
         self._window_start: float | None = None
         self._data_seconds = 0.0
         self._micro_step = (-1, 0)  # (global step, micro-batch index within it)
@@ -200,6 +262,17 @@ class HardNegCLIPTrainer(Trainer):
         self._skipped_images: dict[str, int] = {}
 
     # -- set-up ------------------------------------------------------------------------------
+
+    def _adopt_evaluation_callbacks(self) -> None:
+        """Run the evaluators of ConceptEvalCallbacks inside Trainer.evaluate, so their metrics reach Trainer.log."""
+        from hf_hardneg.evaluation.callback import ConceptEvalCallback
+
+        for callback in self.callback_handler.callbacks:
+            if isinstance(callback, ConceptEvalCallback) and not callback.evaluated_by_trainer:
+                callback.evaluated_by_trainer = True
+                self.evaluators.append(callback.evaluator)
+                if callback.evaluate_at_start:
+                    self.args.eval_on_start = True
 
     def _apply_save_fraction(self) -> None:
         """Turn ``save_fraction_of_data`` into ``save_steps`` (optimizer steps per that share of one epoch).
@@ -211,8 +284,7 @@ class HardNegCLIPTrainer(Trainer):
         fraction = self.args.save_fraction_of_data
         if not fraction or self.args.save_strategy != "steps" or self.train_dataset is None:
             return
-        # (a value this method wrote into the same args object before is not the user's choice)
-        if self.args.save_steps not in (_DEFAULT_SAVE_STEPS, getattr(self.args, "_save_steps_from_fraction", None)):
+        if self.args.save_steps != _DEFAULT_SAVE_STEPS:
             logger.info("save_steps=%s was set, so it applies instead of save_fraction_of_data=%s",
                         self.args.save_steps, fraction)
             return
@@ -227,7 +299,6 @@ class HardNegCLIPTrainer(Trainer):
         batches = math.floor(batches) if self.args.dataloader_drop_last else math.ceil(batches)
         steps_per_epoch = max(1, math.ceil(batches / self.args.gradient_accumulation_steps))
         self.args.save_steps = max(1, round(fraction * steps_per_epoch))
-        self.args._save_steps_from_fraction = self.args.save_steps
         if self.args.load_best_model_at_end and self.args.eval_strategy == "steps" \
                 and (self.args.eval_steps or 0) >= 1 and self.args.save_steps % self.args.eval_steps:
             # picking the best checkpoint needs an evaluation at every save
@@ -346,14 +417,61 @@ class HardNegCLIPTrainer(Trainer):
             loss = self.compute_loss(model, inputs)
         return loss.detach(), None, None
 
-    def evaluate(self, *args, **kwargs):
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        """The Trainer's evaluation loss (when there is evaluation data) plus every evaluator's metrics.
+
+        Both are logged together through :meth:`log` and returned with the
+        ``metric_key_prefix`` prefix, which is how ``metric_for_best_model`` and the
+        ``report_to`` integrations see them. Without evaluation data only the evaluators run.
+        """
         self._eval_batch_index = 0  # every evaluation draws the same replaced columns
         start = time.perf_counter()
         try:
-            return super().evaluate(*args, **kwargs)
+            if eval_dataset is None and self.eval_dataset is None and self.evaluators:
+                metrics = self._evaluator_metrics(metric_key_prefix)
+                metrics[f"{metric_key_prefix}_runtime"] = round(time.perf_counter() - start, 4)
+                self.log(metrics)
+                self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+                return metrics
+            self._evaluators_pending = bool(self.evaluators)
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         finally:
+            self._evaluators_pending = False
             if self._window_start is not None:  # keep evaluation time out of the training samples/s
                 self._window_start += time.perf_counter() - start
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix: str = "eval"):
+        """The Trainer's loop; during :meth:`evaluate` the evaluators' metrics join its output (logged once)."""
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
+                                         metric_key_prefix)
+        if self._evaluators_pending:
+            self._evaluators_pending = False
+            output.metrics.update(self._evaluator_metrics(metric_key_prefix))
+        return output
+
+    def _evaluator_metrics(self, prefix: str) -> dict[str, float]:
+        """Run the evaluators on the main process; every process gets the metrics (``metric_for_best_model``).
+
+        The evaluators' full results (per-concept counts, every recall) go to the model-card
+        callback, so each checkpoint's card shows that checkpoint's evaluation.
+        """
+        from accelerate.utils import broadcast_object_list
+
+        metrics: dict[str, float] = {}
+        if self.is_world_process_zero():
+            model = self.accelerator.unwrap_model(self.model)
+            for evaluator in self.evaluators:
+                metrics.update(evaluator(model))
+            results = _merged_results(self.evaluators, self.state.global_step)
+            from hf_hardneg.model_card import find_model_card_callback
+
+            card = find_model_card_callback(self)
+            if card is not None and results is not None:
+                card.training_results = results
+        if self.args.world_size > 1:
+            metrics = broadcast_object_list([metrics], from_process=0)[0]
+        return {f"{prefix}_{name}": value for name, value in metrics.items()}
 
     # -- metrics -----------------------------------------------------------------------------
 
@@ -371,13 +489,9 @@ class HardNegCLIPTrainer(Trainer):
             scale = scale.detach().reshape(()).double()
             correct = accuracy.detach().reshape(()).double() * num_images if accuracy is not None \
                 else torch.zeros_like(scale)
-            on_device = torch.stack([scale, correct])
-        on_host = [1.0, float(num_images) if accuracy is not None else 0.0, float(num_images), float(skipped)]
-        if mode in self._metric_sums:
-            device_sums, host_sums = self._metric_sums[mode]
-            self._metric_sums[mode] = (device_sums + on_device, [a + b for a, b in zip(host_sums, on_host)])
-        else:
-            self._metric_sums[mode] = (on_device, on_host)
+        sums = _MetricSums(scale, correct, 1.0, float(num_images) if accuracy is not None else 0.0,
+                           float(num_images), float(skipped))
+        self._metric_sums[mode] = self._metric_sums[mode] + sums if mode in self._metric_sums else sums
 
     def get_batch_samples(self, *args, **kwargs):
         """The Trainer's batch fetch, timed: the time spent here is time the step waited for data."""
@@ -397,19 +511,17 @@ class HardNegCLIPTrainer(Trainer):
         prefix = "eval_" if any(key.startswith("eval_") for key in logs) else ""
         sums = self._metric_sums.pop("eval" if prefix else "train", None)
         if sums is not None:
-            device_sums, host_sums = sums
-            local = torch.cat([device_sums, torch.tensor(host_sums, dtype=torch.float64, device=device_sums.device)])
-            totals = self.accelerator.reduce(local, reduction="sum").tolist()
-            if totals[_SCALE_COUNT]:
-                logs[f"{prefix}logit_scale"] = round(totals[_SCALE_SUM] / totals[_SCALE_COUNT], 4)
-            if totals[_HN_COUNT]:
-                logs[f"{prefix}hard_negative_accuracy"] = round(totals[_HN_CORRECT] / totals[_HN_COUNT], 4)
+            totals = sums.reduce(self.accelerator)
+            if totals["micro_batches"]:
+                logs[f"{prefix}logit_scale"] = round(totals["scale"] / totals["micro_batches"], 4)
+            if totals["rows_with_negatives"]:
+                logs[f"{prefix}hard_negative_accuracy"] = round(totals["correct"] / totals["rows_with_negatives"], 4)
             if self.args.skip_corrupt_images:
-                self._skipped_images[prefix] = self._skipped_images.get(prefix, 0) + int(totals[_SKIPPED])
+                self._skipped_images[prefix] = self._skipped_images.get(prefix, 0) + int(totals["skipped"])
                 logs[f"{prefix}skipped_images"] = self._skipped_images[prefix]  # running total
             if not prefix and self._window_start is not None:
                 elapsed = max(time.perf_counter() - self._window_start, 1e-9)
-                logs["samples_per_second"] = round(totals[_SAMPLES] / elapsed, 2)
+                logs["samples_per_second"] = round(totals["rows"] / elapsed, 2)
                 logs["data_time_fraction"] = round(min(1.0, self._data_seconds / elapsed), 4)
         if not prefix and sums is not None:
             self._window_start, self._data_seconds = time.perf_counter(), 0.0

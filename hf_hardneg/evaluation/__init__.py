@@ -6,7 +6,9 @@ Layers, bottom up (each usable on its own):
 * :mod:`.encoding` -- :class:`Embedder`: batched, de-duplicated encoding through ``hf_hardneg.models``;
 * :mod:`.tasks` -- evaluation-set containers and their scoring;
 * :mod:`.adapters` -- SugarCrepe, ARO, Winoground, InpaintCOCO, the Table-2 sets, zero-shot data;
+* :mod:`.registry` -- the tasks by name (kind, model-index naming, the code that runs them);
 * :mod:`.runner` -- :func:`evaluate_model` (``hf-hardneg evaluate``), :mod:`.report` -- results files and tables;
+* :mod:`.evaluator` -- :class:`ConceptRetrievalEvaluator`, which the trainer runs in ``evaluate``;
 * :mod:`.callback` -- :class:`ConceptEvalCallback`; :mod:`.plotting` -- :func:`plot_tradeoff`.
 
 Names are imported lazily: ``import hf_hardneg.evaluation`` costs nothing until one is used.
@@ -60,7 +62,9 @@ _EXPORTS = {
     "load_table": "adapters",
     "load_winoground": "adapters",
     # runner and reports
-    "TASKS": "runner",
+    "TASKS": "registry",
+    "Task": "registry",
+    "register_task": "registry",
     "evaluate_model": "runner",
     "compare_table": "report",
     "history_table": "report",
@@ -70,6 +74,7 @@ _EXPORTS = {
     "summary_rows": "report",
     # training-time
     "ConceptEvalCallback": "callback",
+    "ConceptRetrievalEvaluator": "evaluator",
     "load_history": "plotting",
     "plot_tradeoff": "plotting",
     # evaluate wrappers
@@ -77,9 +82,6 @@ _EXPORTS = {
     "paired_matching_metric": "hf_evaluate",
 }
 
-#: Task names of ``evaluate_model`` / ``hf-hardneg evaluate`` (kept here so the CLI lists them without importing torch).
-TASK_NAMES = ("concept", "retrieval", "inpaintcoco", "sugarcrepe", "aro", "winoground", "zeroshot",
-              "flickr30k", "sbu", "fashion200k", "nasa_earth_instagram", "oldbookillustrations")
 #: The paper's four concepts (Table 3).
 DEFAULT_CONCEPTS = ("object", "color", "location", "size")
 
@@ -87,6 +89,10 @@ __all__ = sorted([*_EXPORTS, "TASK_NAMES", "DEFAULT_CONCEPTS"])
 
 
 def __getattr__(name: str) -> Any:
+    if name == "TASK_NAMES":  # the registry's names, as registered now (importing it does not import torch)
+        from .registry import TASKS
+
+        return tuple(TASKS)
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,23 +1,26 @@
-"""A ``TrainerCallback`` that measures the paper's trade-off at every checkpoint.
+"""A ``TrainerCallback`` that keeps the paper's trade-off history: a point per checkpoint, and the plot.
 
-At each save (the paper saves every 10% of an epoch), at each epoch end and
-once before training, it evaluates the model being trained on a held-out
-captioned set:
+At each save (the paper saves every 10% of an epoch), at each epoch end and once
+before training, the model is evaluated by a
+:class:`~hf_hardneg.evaluation.evaluator.ConceptRetrievalEvaluator` (concept accuracy
+per concept, text-to-image and image-to-text Recall@1/5/10). Points are appended to
+``<output_dir>/<run_name>.concept_eval.json`` and the Figure-4 plot is redrawn as
+``<output_dir>/<run_name>.tradeoff.png``; :func:`~hf_hardneg.evaluation.plot_tradeoff`
+combines several runs' files into one plot.
 
-* fine-grained concept accuracy (the true caption against all its
-  substitutions), per concept and macro-averaged;
-* text-to-image Recall@1/5/10 (and image-to-text) over the same images.
+Who runs the evaluation:
 
-Images are encoded once per evaluation and shared by both metrics. Points are
-appended to ``<output_dir>/<run_name>.concept_eval.json``, added to the
-Trainer's ``state.log_history`` (keys ``concept_accuracy/<concept>`` and
-``t2i_R@5`` ...), and the Figure-4 plot is redrawn as
-``<output_dir>/<run_name>.tradeoff.png``. Combine several runs' history
-files into one plot with :func:`~hf_hardneg.evaluation.plot_tradeoff`.
+* with :class:`~hf_hardneg.trainer.HardNegCLIPTrainer`, the trainer does, inside
+  ``Trainer.evaluate`` (this callback asks for an evaluation at those moments): the
+  metrics pass through ``Trainer.log`` as ``eval_concept_accuracy/<concept>``,
+  ``eval_t2i_R@5``..., so ``report_to`` integrations see them and
+  ``metric_for_best_model`` can use them;
+* with any other ``Trainer``, the callback evaluates by itself and adds the points to
+  ``state.log_history`` (keys without the ``eval_`` prefix).
 
-Only the main process evaluates; the model is put in eval mode for the
-evaluation and restored afterwards. Not for DeepSpeed ZeRO-3 / FSDP with
-sharded parameters: evaluate the saved checkpoints with ``hf-hardneg evaluate``.
+Only the main process evaluates; the model is put in eval mode and restored. Not for
+DeepSpeed ZeRO-3 / FSDP with sharded parameters: evaluate the saved checkpoints with
+``hf-hardneg evaluate``.
 """
 
 from __future__ import annotations
@@ -30,8 +33,7 @@ from typing import Any, Sequence
 
 from transformers import TrainerCallback
 
-from .encoding import Embedder
-from .tasks import build_concept_set, build_retrieval_set, score_multiple_choice, score_retrieval
+from .evaluator import ConceptRetrievalEvaluator, metrics_from_results
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ __all__ = ["ConceptEvalCallback"]
 
 
 class ConceptEvalCallback(TrainerCallback):
-    """Evaluate concept accuracy and COCO-style retrieval at each checkpoint; log, save and plot.
+    """Measure concept accuracy and retrieval at each checkpoint; keep the history file and the plot.
 
     Args:
         eval_dataset: rows with an image and a caption (e.g. COCO val via
@@ -79,26 +81,27 @@ class ConceptEvalCallback(TrainerCallback):
         seed: int = 0,
         progress: bool = False,
     ):
-        if image_key_column is not None and image_key_column not in eval_dataset.column_names:
-            image_key_column = None
-        self.concept_set = build_concept_set(eval_dataset, concepts, caption_column=caption_column,
-                                             image_column=image_column, image_key_column=image_key_column,
-                                             max_examples=max_examples, seed=seed)
-        if len(self.concept_set) == 0:
-            raise ValueError(f"no caption of the evaluation set contains a keyword of {list(concepts)}: "
-                             "nothing to measure concept accuracy on")
-        self.retrieval_set = build_retrieval_set(eval_dataset, image_column=image_column,
-                                                 caption_column=caption_column, image_key_column=image_key_column,
-                                                 max_images=max_retrieval_images, seed=seed)
-        self._shared_images = max_retrieval_images is None  # both sets then index the same gallery
-        self.tokenizer, self.image_processor = tokenizer, image_processor
+        self.evaluator = ConceptRetrievalEvaluator(
+            eval_dataset, concepts, tokenizer, image_processor, image_column=image_column,
+            caption_column=caption_column, image_key_column=image_key_column, max_examples=max_examples,
+            max_retrieval_images=max_retrieval_images, batch_size=batch_size, autocast_dtype=autocast_dtype,
+            tie_tolerance=tie_tolerance, dataset_name=dataset_name, seed=seed, progress=progress)
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.run_name = run_name
-        self.batch_size, self.autocast_dtype, self.tie_tolerance = batch_size, autocast_dtype, tie_tolerance
         self.evaluate_at_start, self.evaluate_on_epoch_end, self.plot = evaluate_at_start, evaluate_on_epoch_end, plot
         self.dataset_name = dataset_name  # names the retrieval set on the plot's x axis
-        self.progress = progress
         self.history: list[dict[str, Any]] = []
+        #: set by HardNegCLIPTrainer, which then runs :attr:`evaluator` inside Trainer.evaluate
+        self.evaluated_by_trainer = False
+        self._epoch_end_pending = False
+
+    @property
+    def concept_set(self):
+        return self.evaluator.concept_set
+
+    @property
+    def retrieval_set(self):
+        return self.evaluator.retrieval_set
 
     # ------------------------------------------------------------------ paths
     def _resolve(self, args) -> tuple[Path, str]:
@@ -118,36 +121,40 @@ class ConceptEvalCallback(TrainerCallback):
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, model) -> dict[str, Any]:
-        """Concept accuracy and retrieval metrics of ``model`` now (no bookkeeping)."""
-        embedder = Embedder(model, self.tokenizer, self.image_processor, device=None,
-                            autocast_dtype=self.autocast_dtype, batch_size=self.batch_size, progress=self.progress)
-        image_embeds = embedder.embed_images(self.retrieval_set.images, desc="eval images") if self._shared_images else None
-        concept = score_multiple_choice(embedder, self.concept_set, self.tie_tolerance, desc="concept",
-                                        image_embeds=image_embeds)
-        retrieval = score_retrieval(embedder, self.retrieval_set, tie_tolerance=self.tie_tolerance,
-                                    image_embeds=image_embeds)
-        accuracy = {k: v["accuracy"] for k, v in concept.items() if isinstance(v, dict) and "accuracy" in v}
-        return {"concept_accuracy": accuracy,
-                "concept_count": {k: v["count"] for k, v in concept.items() if isinstance(v, dict) and "count" in v},
-                **{k: v for k, v in retrieval.items() if "_R@" in k}}
+        """Concept accuracy and retrieval metrics of ``model`` now, as a history point (no bookkeeping)."""
+        return self._point_from(self.evaluator.evaluate(model))
 
-    def _record(self, args, state, model, epoch_end: bool) -> None:
-        if model is None or not state.is_world_process_zero:
-            return
+    @staticmethod
+    def _point_from(results: dict[str, Any]) -> dict[str, Any]:
+        concept = results["tasks"]["concept"]["metrics"]
+        return {"concept_accuracy": {k: v["accuracy"] for k, v in concept.items() if isinstance(v, dict) and "accuracy" in v},
+                "concept_count": {k: v["count"] for k, v in concept.items() if isinstance(v, dict) and "count" in v},
+                **{k: v for k, v in metrics_from_results(results).items() if "_R@" in k}}
+
+    def _add_point(self, args, state, measured: dict[str, Any], epoch_end: bool) -> bool:
+        """Append a point (or mark the one of this step as an epoch end); False when this step has one already."""
         if self.history and self.history[-1]["step"] == state.global_step:
             self.history[-1]["epoch_end"] = self.history[-1]["epoch_end"] or epoch_end
             self._write(args)
-            return
-        point = {"step": int(state.global_step), "epoch": float(state.epoch or 0.0), "epoch_end": epoch_end,
-                 **self.evaluate(model)}
+            return False
+        point = {"step": int(state.global_step), "epoch": float(state.epoch or 0.0), "epoch_end": epoch_end, **measured}
         self.history.append(point)
-        logged = {"step": point["step"], "epoch": point["epoch"],
-                  **{f"concept_accuracy/{k}": v for k, v in point["concept_accuracy"].items()},
-                  **{k: v for k, v in point.items() if "_R@" in k}}
-        state.log_history.append(logged)
         logger.info("step %d: concept accuracy %s, t2i R@5 %.4f", point["step"],
                     {k: round(v, 4) for k, v in point["concept_accuracy"].items()}, point.get("t2i_R@5", float("nan")))
         self._write(args)
+        return True
+
+    def _record(self, args, state, model, epoch_end: bool) -> None:
+        """Evaluate by ourselves (a plain Trainer) and add the point to the Trainer's log history."""
+        if model is None or not state.is_world_process_zero:
+            return
+        if self.history and self.history[-1]["step"] == state.global_step:
+            self._add_point(args, state, {}, epoch_end)
+            return
+        self._add_point(args, state, self.evaluate(model), epoch_end)
+        point = self.history[-1]
+        state.log_history.append({"step": point["step"], "epoch": point["epoch"],
+                                  **metrics_from_results(self.evaluator.last_results)})
 
     def _write(self, args) -> None:
         path = self.history_path(args)
@@ -167,14 +174,43 @@ class ConceptEvalCallback(TrainerCallback):
             from .plotting import load_history
 
             self.history = [p for p in load_history(path)[1] if p["step"] <= state.global_step]
-        if self.evaluate_at_start and state.global_step == 0:
-            self._record(args, state, model, epoch_end=False)
+        if self.evaluate_at_start and state.global_step == 0 and not self.evaluated_by_trainer:
+            self._record(args, state, model, epoch_end=False)  # the trainer's eval_on_start does it otherwise
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.evaluated_by_trainer and control.should_save:
+            control.should_evaluate = True  # every checkpoint gets its point
+        return control
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
-        if self.evaluate_on_epoch_end:
+        if not self.evaluate_on_epoch_end:
+            return control
+        if not self.evaluated_by_trainer:
             self._record(args, state, model, epoch_end=True)
+        elif self.history and self.history[-1]["step"] == state.global_step:
+            self._add_point(args, state, {}, epoch_end=True)  # measured at this step's save already
+        else:
+            self._epoch_end_pending = True
+            control.should_evaluate = True
+        return control
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        """Under HardNegCLIPTrainer: the evaluation just logged included our evaluator's; record its point."""
+        results = self.evaluator.last_results
+        if not self.evaluated_by_trainer or not state.is_world_process_zero or results is None:
+            return control
+        if results.get("settings", {}).get("measured_at_step") != state.global_step:
+            return control  # an evaluation without our evaluator (it did not run at this step)
+        epoch = float(state.epoch or 0.0)
+        epoch_end = self._epoch_end_pending or (epoch > 0 and abs(epoch - round(epoch)) < 1e-6)
+        self._epoch_end_pending = False
+        self._add_point(args, state, self._point_from(results), epoch_end)
+        return control
 
     def on_save(self, args, state, control, model=None, **kwargs):
+        if self.evaluated_by_trainer:
+            return control
         epoch = float(state.epoch or 0.0)
         at_epoch_end = epoch > 0 and abs(epoch - round(epoch)) < 1e-6
         self._record(args, state, model, epoch_end=at_epoch_end)
+        return control

@@ -28,12 +28,13 @@ import logging
 import os
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from . import DEFAULT_CONCEPTS, adapters
 from .encoding import Embedder, as_embedder
+from .registry import TASKS, Task
 from .report import save_results
 from .tasks import (
     DEFAULT_PROMPT_TEMPLATES,
@@ -103,24 +104,24 @@ class _Run:
 
 
 # ---------------------------------------------------------------------------
-# Tasks: each returns (dataset label, kind, metrics)
+# Task runners (named in hf_hardneg.evaluation.registry): each returns (dataset label, kind, metrics)
 # ---------------------------------------------------------------------------
 
 
-def _concept(run: _Run):
+def run_concept(run: _Run, task: Task):
     ds = run.coco()
     mc = build_concept_set(ds, run.concepts, image_key_column=run._coco_key(), max_examples=run.max_examples,
                            seed=run.seed)
     metrics = score_multiple_choice(run.embedder, mc, run.tie_tolerance, desc="concept",
                                     image_embeds=run.coco_image_embeds())
-    return run.coco_label, "multiple_choice", metrics
+    return run.coco_label, task.kind, metrics
 
 
-def _retrieval(run: _Run):
+def run_retrieval(run: _Run, task: Task):
     ds = run.coco()
     rs = build_retrieval_set(ds, image_key_column=run._coco_key(), max_images=run.max_examples, seed=run.seed)
     metrics = score_retrieval(run.embedder, rs, tie_tolerance=run.tie_tolerance, image_embeds=run.coco_image_embeds())
-    return run.coco_label, "retrieval", metrics
+    return run.coco_label, task.kind, metrics
 
 
 def _kwargs(value: Any, key: str = "source") -> dict[str, Any]:
@@ -130,14 +131,27 @@ def _kwargs(value: Any, key: str = "source") -> dict[str, Any]:
     return dict(value) if isinstance(value, Mapping) else {key: value}
 
 
-def _inpaintcoco(run: _Run):
-    kw = _kwargs(run.source("inpaintcoco"))
-    ps = adapters.load_inpaintcoco_pairs(**kw).subset(run.max_examples, run.seed)
-    label = str(kw.get("source", "InpaintCOCO"))[:80]
-    return label, "paired", score_paired(run.embedder, ps, run.tie_tolerance, desc="InpaintCOCO")
+#: kind -> how a loaded set of that kind is scored
+_SCORERS = {
+    "multiple_choice": lambda run, data, name: score_multiple_choice(run.embedder, data, run.tie_tolerance, name),
+    "paired": lambda run, data, name: score_paired(run.embedder, data, run.tie_tolerance, desc=name),
+    "classification": lambda run, data, name: score_classification(run.embedder, data, run.prompt_templates,
+                                                                   run.tie_tolerance),
+}
 
 
-def _sugarcrepe(run: _Run):
+def _score_loaded(run: _Run, task: Task, kw: dict[str, Any], label: str):
+    data = task.load(**kw).subset(run.max_examples, run.seed)
+    return label, task.kind, _SCORERS[task.kind](run, data, label)
+
+
+def run_loaded_task(run: _Run, task: Task):
+    """A task whose adapter (``task.loader``) gives the whole set: load it from the task's source and score it."""
+    kw = _kwargs(run.source(task.name))
+    return _score_loaded(run, task, kw, str(kw.get("source", task.label or task.name))[:80])
+
+
+def run_sugarcrepe(run: _Run, task: Task):
     kw = _kwargs(run.source("sugarcrepe"))
     if "images_dir" not in kw and run.coco_dir is not None:
         # SugarCrepe's raw JSON files point at COCO val2017 images
@@ -146,10 +160,10 @@ def _sugarcrepe(run: _Run):
         if found is not None:
             kw["images_dir"] = found
     mc = adapters.load_sugarcrepe(**kw).subset(run.max_examples, run.seed)
-    return "SugarCrepe", "multiple_choice", score_multiple_choice(run.embedder, mc, run.tie_tolerance, "SugarCrepe")
+    return "SugarCrepe", task.kind, score_multiple_choice(run.embedder, mc, run.tie_tolerance, "SugarCrepe")
 
 
-def _aro(run: _Run):
+def run_aro(run: _Run, task: Task):
     value = run.source("aro")
     if isinstance(value, Mapping) and set(value) <= set(adapters.ARO_SUBSETS):
         kw = {"sources": dict(value)}
@@ -160,46 +174,25 @@ def _aro(run: _Run):
     else:
         kw = dict(value or {})
     mc = adapters.load_aro(**kw).subset(run.max_examples, run.seed)
-    return "ARO", "multiple_choice", score_multiple_choice(run.embedder, mc, run.tie_tolerance, "ARO")
+    return "ARO", task.kind, score_multiple_choice(run.embedder, mc, run.tie_tolerance, "ARO")
 
 
-def _winoground(run: _Run):
-    kw = _kwargs(run.source("winoground"))
-    ps = adapters.load_winoground(**kw).subset(run.max_examples, run.seed)
-    return "Winoground", "paired", score_paired(run.embedder, ps, run.tie_tolerance, desc="Winoground")
-
-
-def _zeroshot(run: _Run):
+def run_zeroshot(run: _Run, task: Task):
     kw = _kwargs(run.source("zeroshot"))
     cs = adapters.load_classification(**kw).subset(run.max_examples, run.seed)
     label = str(kw.get("source", adapters.DEFAULT_CLASSIFICATION[0]))[:80]
     metrics = score_classification(run.embedder, cs, run.prompt_templates, run.tie_tolerance)
-    return label, "classification", metrics
+    return label, task.kind, metrics
 
 
-def _captioned(name: str) -> Callable[[_Run], tuple]:
-    def task(run: _Run):
-        kw = _kwargs(run.source(name))
-        ds, spec = adapters.load_captioned(name, **kw)
-        mc = build_concept_set(ds, run.concepts, caption_column=spec.caption_column, image_column=spec.image_column,
-                               image_key_column=spec.image_key_column, max_examples=run.max_examples, seed=run.seed)
-        label = str(kw.get("source", spec.source or name))[:80]
-        return label, "multiple_choice", score_multiple_choice(run.embedder, mc, run.tie_tolerance, desc=name)
-
-    return task
-
-
-#: Task name -> function. Add your own: ``TASKS["mine"] = fn`` with ``fn(run) -> (label, kind, metrics)``.
-TASKS: dict[str, Callable[[_Run], tuple]] = {
-    "concept": _concept,
-    "retrieval": _retrieval,
-    "inpaintcoco": _inpaintcoco,
-    "sugarcrepe": _sugarcrepe,
-    "aro": _aro,
-    "winoground": _winoground,
-    "zeroshot": _zeroshot,
-    **{name: _captioned(name) for name in adapters.CAPTIONED_DATASETS},
-}
+def run_captioned(run: _Run, task: Task):
+    """Concept accuracy on one of the captioned sets of :data:`adapters.CAPTIONED_DATASETS` (the paper's Table 2)."""
+    kw = _kwargs(run.source(task.name))
+    ds, spec = adapters.load_captioned(task.name, **kw)
+    mc = build_concept_set(ds, run.concepts, caption_column=spec.caption_column, image_column=spec.image_column,
+                           image_key_column=spec.image_key_column, max_examples=run.max_examples, seed=run.seed)
+    label = str(kw.get("source", spec.source or task.name))[:80]
+    return label, task.kind, score_multiple_choice(run.embedder, mc, run.tie_tolerance, desc=task.name)
 
 
 def _split_tasks(tasks: str | Sequence[str]) -> list[str]:
@@ -243,7 +236,7 @@ def evaluate_model(
     Args:
         model_or_path: a checkpoint folder or Hub id, an :class:`Embedder`, or a
             model object together with ``tokenizer`` and ``image_processor``.
-        tasks: names from :data:`TASKS`, as a list or a comma-separated string.
+        tasks: names from :data:`hf_hardneg.evaluation.registry.TASKS`, as a list or a comma-separated string.
         output_dir: when given, ``results.json`` and ``results.md`` are written there.
         coco_dir: COCO in its official layout, for ``concept`` and ``retrieval``.
         concepts: concept names or :class:`~hf_hardneg.concepts.Concept` objects for the concept tasks.
@@ -291,7 +284,7 @@ def evaluate_model(
     for task in task_names:
         logger.info("evaluating %s on %s", results["model"], task)
         try:
-            label, kind, metrics = TASKS[task](run)
+            label, kind, metrics = TASKS[task].run_function()(run, TASKS[task])
         except Exception as err:  # noqa: BLE001 -- reported below, or re-raised
             if isinstance(err, OSError) and task not in run.sources and task not in ("concept", "retrieval"):
                 # offline, or no access to the Hub default: say how to use a local copy instead
