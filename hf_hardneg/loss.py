@@ -224,6 +224,26 @@ def _as_scale(value, like: torch.Tensor) -> torch.Tensor:
     return torch.tensor(float(value), device=like.device, dtype=like.dtype)
 
 
+@dataclass
+class _Scored:
+    """What the losses' maths needs, after normalising and gathering (local rows, global columns)."""
+
+    img: torch.Tensor  # (n, d) this process's images, normalised
+    txt: torch.Tensor  # (n, d) their positive captions
+    hn: torch.Tensor | None  # (n, k, d) their own hard negatives
+    all_img: torch.Tensor  # (N, d) every process's images
+    all_txt: torch.Tensor  # (N, d) every process's positives
+    all_hn: torch.Tensor | None  # (N*k, d) image-major, gathered in append mode only
+    scale: torch.Tensor
+    bias: torch.Tensor | None
+    k: int
+    sizes: list[int]  # images per process
+    rank: int
+    labels: torch.Tensor  # (n,) column of each row's positive
+    generator: torch.Generator | None
+    replace_columns: torch.Tensor | None
+
+
 class _HardNegativeLossBase(nn.Module):
     """What both losses share: validation, gathering, the replaced columns and the statistics."""
 
@@ -297,12 +317,52 @@ class _HardNegativeLossBase(nn.Module):
         """This process's share of the global mean: its sum times W/N (its mean when all sizes are equal)."""
         return terms_sum * (len(sizes) / max(sum(sizes), 1))
 
-    def _image_rows(self, logits, img, hn, all_hn, scale, k, sizes, rank, generator, replace_columns):
+    def forward(
+        self,
+        image_embeds: torch.Tensor,
+        text_embeds: torch.Tensor,
+        hard_negative_embeds: torch.Tensor | None = None,
+        logit_scale: torch.Tensor | float | None = None,
+        logit_bias: torch.Tensor | float | None = None,
+        generator: torch.Generator | None = None,
+        replace_columns: torch.Tensor | None = None,
+    ) -> HardNegativeLossOutput:
+        """Loss for this process's images and captions.
+
+        ``image_embeds`` (n, d) and ``text_embeds`` (n, d, the positives) are raw
+        embeddings; ``hard_negative_embeds`` (n, k, d), image-major (see
+        :func:`split_text_embeds`). ``logit_scale`` multiplies cosine similarities
+        (already exp()'d); ``logit_bias`` is added where the loss uses one (sigmoid).
+        ``generator`` draws the replaced columns (replace mode); use the same seed on
+        every process -- without one, process 0 draws from the default RNG and
+        broadcasts. ``replace_columns`` (global (N, k), from
+        :func:`draw_replacement_columns`) overrides it.
+        """
+        k = _check_inputs(image_embeds, text_embeds, hard_negative_embeds, logit_scale)
+        with torch.autocast(device_type=image_embeds.device.type, enabled=False):
+            sizes, rank = self._layout(image_embeds.shape[0], image_embeds.device)
+            img, txt, hn, all_img, all_txt, all_hn = self._features(
+                image_embeds, text_embeds, hard_negative_embeds, k, sizes, rank)
+            b = _Scored(img, txt, hn, all_img, all_txt, all_hn, _as_scale(logit_scale, img),
+                        None if logit_bias is None else _as_scale(logit_bias, img), k, sizes, rank,
+                        torch.arange(img.shape[0], device=img.device) + sum(sizes[:rank]), generator, replace_columns)
+            terms_sum, logits_per_image, logits_per_text = self._terms(b)
+            pos_sim, neg_sim, accuracy = self._stats(img, txt, hn)
+        return HardNegativeLossOutput(self._share(terms_sum, sizes), accuracy, logits_per_image, logits_per_text,
+                                      pos_sim, neg_sim)
+
+    def _terms(self, b: "_Scored") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(sum of this process's loss terms, image rows, caption rows or None)``; the loss's own maths."""
+        raise NotImplementedError
+
+    def _image_rows(self, logits, b: "_Scored"):
         """This process's image rows: ``logits`` (n, N) with hard negatives replaced in or appended."""
+        img, hn, scale, k, sizes, rank = b.img, b.hn, b.scale, b.k, b.sizes, b.rank
+        generator, replace_columns = b.generator, b.replace_columns
         if k == 0:
             return logits
         if self.mode == "append":
-            return torch.cat([logits, scale * (img @ all_hn.T)], dim=1)
+            return torch.cat([logits, scale * (img @ b.all_hn.T)], dim=1)
         offset, n, total = sum(sizes[:rank]), img.shape[0], sum(sizes)
         # A global batch of N <= k images (the short last batch of an epoch, or one thinned by skipped
         # corrupt images) has only N-1 other captions to replace: the remaining hard negatives are
@@ -333,41 +393,18 @@ class HardNegativeContrastiveLoss(_HardNegativeLossBase):
         out.loss.backward()
     """
 
-    def forward(
-        self,
-        image_embeds: torch.Tensor,
-        text_embeds: torch.Tensor,
-        hard_negative_embeds: torch.Tensor | None = None,
-        logit_scale: torch.Tensor | float | None = None,
-        logit_bias: torch.Tensor | float | None = None,
-        generator: torch.Generator | None = None,
-        replace_columns: torch.Tensor | None = None,
-    ) -> HardNegativeLossOutput:
-        """Loss for this process's images and captions.
+    def _terms(self, b: "_Scored"):
+        """Symmetric InfoNCE: image rows with their hard negatives, caption rows against images only.
 
-        ``logit_scale`` multiplies cosine similarities (already exp()'d);
-        ``logit_bias`` is accepted for a uniform signature but cannot change a
-        softmax, so it is ignored. ``generator`` draws the replaced columns
-        (replace mode); use the same seed on every process -- without one,
-        process 0 draws from the default RNG and broadcasts. ``replace_columns``
-        (global (N, k), from :func:`draw_replacement_columns`) overrides it.
+        ``logit_bias`` cannot change a softmax, so it is ignored.
         """
-        k = _check_inputs(image_embeds, text_embeds, hard_negative_embeds, logit_scale)
-        with torch.autocast(device_type=image_embeds.device.type, enabled=False):
-            sizes, rank = self._layout(image_embeds.shape[0], image_embeds.device)
-            img, txt, hn, all_img, all_txt, all_hn = self._features(
-                image_embeds, text_embeds, hard_negative_embeds, k, sizes, rank)
-            scale = _as_scale(logit_scale, img)
-            labels = torch.arange(img.shape[0], device=img.device) + sum(sizes[:rank])
-            plain = scale * (img @ all_txt.T)
-            # positives only: hard negatives are never anchors. One process: the same matrix, transposed.
-            logits_per_text = plain.T if len(sizes) == 1 else scale * (txt @ all_img.T)
-            logits_per_image = self._image_rows(plain, img, hn, all_hn, scale, k, sizes, rank,
-                                                generator, replace_columns)
-            loss = self._share(0.5 * (F.cross_entropy(logits_per_image, labels, reduction="sum")
-                                      + F.cross_entropy(logits_per_text, labels, reduction="sum")), sizes)
-            pos_sim, neg_sim, accuracy = self._stats(img, txt, hn)
-        return HardNegativeLossOutput(loss, accuracy, logits_per_image, logits_per_text, pos_sim, neg_sim)
+        plain = b.scale * (b.img @ b.all_txt.T)
+        # positives only: hard negatives are never anchors. One process: the same matrix, transposed.
+        logits_per_text = plain.T if len(b.sizes) == 1 else b.scale * (b.txt @ b.all_img.T)
+        logits_per_image = self._image_rows(plain, b)
+        loss = 0.5 * (F.cross_entropy(logits_per_image, b.labels, reduction="sum")
+                      + F.cross_entropy(logits_per_text, b.labels, reduction="sum"))
+        return loss, logits_per_image, logits_per_text
 
 
 class HardNegativeSigmoidLoss(_HardNegativeLossBase):
@@ -386,35 +423,13 @@ class HardNegativeSigmoidLoss(_HardNegativeLossBase):
     def __init__(self, mode: Mode = "append", gather_across_processes: bool = True, group=None):
         super().__init__(mode=mode, gather_across_processes=gather_across_processes, group=group)
 
-    def forward(
-        self,
-        image_embeds: torch.Tensor,
-        text_embeds: torch.Tensor,
-        hard_negative_embeds: torch.Tensor | None = None,
-        logit_scale: torch.Tensor | float | None = None,
-        logit_bias: torch.Tensor | float | None = None,
-        generator: torch.Generator | None = None,
-        replace_columns: torch.Tensor | None = None,
-    ) -> HardNegativeLossOutput:
-        """Loss for this process's images; arguments as in :class:`HardNegativeContrastiveLoss`.
-
-        ``logit_bias`` is added to every score (``None`` = 0).
-        """
-        k = _check_inputs(image_embeds, text_embeds, hard_negative_embeds, logit_scale)
-        with torch.autocast(device_type=image_embeds.device.type, enabled=False):
-            sizes, rank = self._layout(image_embeds.shape[0], image_embeds.device)
-            img, txt, hn, _, all_txt, all_hn = self._features(
-                image_embeds, text_embeds, hard_negative_embeds, k, sizes, rank)
-            scale = _as_scale(logit_scale, img)
-            logits = self._image_rows(scale * (img @ all_txt.T), img, hn, all_hn, scale, k, sizes, rank,
-                                      generator, replace_columns)
-            if logit_bias is not None:
-                logits = logits + _as_scale(logit_bias, img)
-            labels = torch.arange(img.shape[0], device=img.device) + sum(sizes[:rank])
-            signs = 2.0 * F.one_hot(labels, logits.shape[1]).to(logits.dtype) - 1.0  # +1 positive pair, -1 otherwise
-            loss = self._share(-F.logsigmoid(signs * logits).sum(), sizes)
-            pos_sim, neg_sim, accuracy = self._stats(img, txt, hn)
-        return HardNegativeLossOutput(loss, accuracy, logits, None, pos_sim, neg_sim)
+    def _terms(self, b: "_Scored"):
+        """One binary term per (image, caption) pair of the image rows; ``logit_bias`` (None = 0) shifts every score."""
+        logits = self._image_rows(b.scale * (b.img @ b.all_txt.T), b)
+        if b.bias is not None:
+            logits = logits + b.bias
+        signs = 2.0 * F.one_hot(b.labels, logits.shape[1]).to(logits.dtype) - 1.0  # +1 positive pair, -1 otherwise
+        return -F.logsigmoid(signs * logits).sum(), logits, None
 
 
 def build_loss_for(model: nn.Module, mode: Mode = "replace", **kwargs) -> _HardNegativeLossBase:

@@ -240,9 +240,14 @@ def _json_default(value: Any) -> Any:
 
 
 def _compile(source: str):
+    """The card template compiled with the Jinja settings it is written for.
+
+    Not ``ModelCard.from_template``, which renders with a default ``jinja2.Template``:
+    it would print nothing for a misspelt variable (StrictUndefined makes that fail the
+    tests) and keep the blank lines of every block tag (trim_blocks/lstrip_blocks).
+    """
     import jinja2
 
-    # StrictUndefined: a misspelt variable must fail the tests, not silently print nothing.
     env = jinja2.Environment(
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -466,6 +471,10 @@ def _same_as_default(name: str, default: Any, value: Any) -> bool:
 
 def non_default_hyperparameters(args: Any) -> dict[str, Any]:
     """The training arguments whose values differ from the declared defaults of ``type(args)``.
+
+    ``transformers.modelcard.extract_hyperparameters_from_trainer`` lists a fixed set
+    (learning rate, batch sizes, seed, ...) whatever their values; a card that lists
+    only what a run changed shows at a glance how it departs from the paper's recipe.
 
     Bookkeeping (paths, logging, saving, Hub settings, tokens) and the hard-negative
     settings, which the card lists in their own section, are left out. Token values are

@@ -97,6 +97,8 @@ FAMILIES: dict[str, ModelFamily] = {
                     max_logit_scale=None, default_max_text_length=64),
         ModelFamily("Siglip2Model", "siglip2", "Siglip2Processor", loss="sigmoid", text_padding="max_length",
                     max_logit_scale=None, default_max_text_length=64),
+        # CLIP with a Chinese BERT text tower: CLIP's loss and pooling, a longer text limit
+        ModelFamily("ChineseCLIPModel", "chinese_clip", "ChineseCLIPProcessor", default_max_text_length=512),
     )
 }
 

@@ -117,9 +117,9 @@ def _mix64(z: int) -> int:
 class RowRandom:
     """Counter-based random numbers: draw ``j`` of row ``index`` under ``seed`` is a pure function.
 
-    Why not ``random.Random(seed + index)``: seeding a Mersenne Twister per row costs about
-    three times as much (measured: 12 vs 3.5 microseconds) and ``random``'s sampling
-    algorithms are not promised to stay the same across Python versions. A SplitMix64 hash of
+    Why not ``random.Random(seed + index)``: seeding a Mersenne Twister per row costs
+    several times as much as one hash (benchmarks/substitution.py measures the transform),
+    and ``random``'s sampling algorithms are not promised to stay the same across Python versions. A SplitMix64 hash of
     ``(seed, index, draw number)`` needs no state carried between rows, so any split of the
     rows over processes, batches or a resumed stream draws the same numbers.
     """

@@ -28,10 +28,8 @@ resuming, logging integrations); this class only adds what it cannot guess:
 
 ``torch.compile`` (``torch_compile=True``, optionally ``torch_compile_backend`` /
 ``torch_compile_mode``): the Trainer compiles the model, and ``compute_loss``
-calls it through its ``forward``, so the towers run compiled. With transformers
-5.24, ``torch._dynamo.explain`` finds no graph break in the forward of
-``CLIPModel``, ``SiglipModel`` or ``VisionTextDualEncoderModel`` (one graph
-each). The loss and the metric bookkeeping run eagerly after it: a few kernels
+calls it through its ``forward``, so the towers run compiled (tests/test_trainer.py
+checks that the compiled path trains). The loss and the metric bookkeeping run eagerly after it: a few kernels
 next to the towers. The loss compiles on its own without graph breaks when the
 replaced columns are drawn beforehand (``hf_hardneg.loss.draw_replacement_columns``);
 drawing them from a generator inside it, as this trainer does, breaks the graph

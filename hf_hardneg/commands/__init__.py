@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-__all__ = ["add_concept_arguments", "concepts_from_args"]
+__all__ = ["add_caption_file_argument", "add_concept_arguments", "captions_and_concepts", "concepts_from_args"]
 
 
 def add_concept_arguments(parser: argparse.ArgumentParser, default: Sequence[str] | None = None) -> None:
@@ -44,3 +44,16 @@ def concepts_from_args(args: argparse.Namespace) -> list:
     if args.default_concepts:
         return resolve_concepts(args.default_concepts)
     raise ValueError("give at least one --concept NAME (or --concepts object color ..., or --concept-file FILE)")
+
+
+def add_caption_file_argument(parser: argparse.ArgumentParser) -> None:
+    """``--captions FILE``: a COCO captions file, or a JSON list, .jsonl or .txt of captions."""
+    parser.add_argument("--captions", required=True, metavar="FILE",
+                        help="COCO captions_*.json (or a JSON list, .jsonl or .txt of captions)")
+
+
+def captions_and_concepts(args: argparse.Namespace) -> tuple[list, list]:
+    """``(concepts, caption records)`` of :func:`add_concept_arguments` and :func:`add_caption_file_argument`."""
+    from hf_hardneg.data.coco import read_captions
+
+    return concepts_from_args(args), read_captions(args.captions)

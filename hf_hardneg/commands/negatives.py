@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from hf_hardneg.commands import add_concept_arguments, concepts_from_args
+from hf_hardneg.commands import add_caption_file_argument, add_concept_arguments, captions_and_concepts
 
 __all__ = ["register", "run"]
 
@@ -41,8 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Substitute concept keywords in each caption and write the hard negatives as JSON Lines. "
                     "Captions are stripped of surrounding whitespace, as load_coco_captions does.",
     )
-    parser.add_argument("--captions", required=True, metavar="FILE",
-                        help="COCO captions_*.json (or a JSON list, .jsonl or .txt of captions)")
+    add_caption_file_argument(parser)
     add_concept_arguments(parser)
     parser.add_argument("--num-negatives", "-k", type=_num_negatives, default=1, metavar="K",
                         help="negatives per caption, or 'all' for every alternative of the first keyword (default 1)")
@@ -56,12 +55,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hf_hardneg.data.coco import read_captions
     from hf_hardneg.substitution import HardNegativeTransform, is_valid_caption
 
     try:
-        concepts = concepts_from_args(args)
-        records = read_captions(args.captions)
+        concepts, records = captions_and_concepts(args)
     except (OSError, ValueError, TypeError) as err:
         print(f"hf-hardneg negatives: error: {err}", file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@ import sys
 from collections import Counter
 from typing import Any
 
-from hf_hardneg.commands import add_concept_arguments, concepts_from_args
+from hf_hardneg.commands import add_caption_file_argument, add_concept_arguments, captions_and_concepts
 from hf_hardneg.concepts import CONCEPTS, Concept
 
 __all__ = ["register", "run", "caption_stats"]
@@ -58,8 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Count, per concept, the captions of a file that contain a keyword and the hard "
                     "negatives they yield. Invalid captions (null, blank, not text) are counted and reported.",
     )
-    parser.add_argument("--captions", required=True, metavar="FILE",
-                        help="COCO captions_*.json (or a JSON list, .jsonl or .txt of captions)")
+    add_caption_file_argument(parser)
     add_concept_arguments(parser, default=list(CONCEPTS))
     parser.add_argument("--json", action="store_true", help="print one JSON object {concept: {...}} on stdout")
     parser.add_argument("--top", type=int, default=10, metavar="N", help="most frequent keywords to list (default 10)")
@@ -67,11 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hf_hardneg.data.coco import read_captions
-
     try:
-        concepts = concepts_from_args(args)
-        records = read_captions(args.captions)
+        concepts, records = captions_and_concepts(args)
     except (OSError, ValueError, TypeError) as err:
         print(f"hf-hardneg stats: error: {err}", file=sys.stderr)
         return 2

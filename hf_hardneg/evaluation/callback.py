@@ -51,49 +51,30 @@ class ConceptEvalCallback(TrainerCallback):
         tokenizer, image_processor: the model's, as for training.
         output_dir: where history and plot go; default the Trainer's ``output_dir``.
         run_name: name of this run in files and plot legends; default ``args.run_name``.
-        max_examples: cap on examples per concept (seeded subset, same at every checkpoint).
-        max_retrieval_images: cap on retrieval gallery images (seeded subset).
         evaluate_at_start / evaluate_on_epoch_end: extra evaluations besides saves.
-        autocast_dtype: ``"fp16"``/``"bf16"`` to encode under autocast (wider tie tolerance).
+        plot: redraw the trade-off plot at every point (needs matplotlib).
+        **evaluator_options: for the :class:`ConceptRetrievalEvaluator` (``max_examples``,
+            ``max_retrieval_images``, ``dataset_name``, ``autocast_dtype``, ``batch_size``, columns...).
     """
 
-    def __init__(
-        self,
-        eval_dataset,
-        concepts: Sequence[Any],
-        tokenizer,
-        image_processor,
-        output_dir: str | os.PathLike | None = None,
-        run_name: str | None = None,
-        *,
-        image_column: str = "image",
-        caption_column: str = "caption",
-        image_key_column: str | None = "image_id",
-        max_examples: int | None = None,
-        max_retrieval_images: int | None = None,
-        batch_size: int = 64,
-        autocast_dtype: str | None = None,
-        tie_tolerance: float | None = None,
-        evaluate_at_start: bool = True,
-        evaluate_on_epoch_end: bool = True,
-        plot: bool = True,
-        dataset_name: str = "COCO",
-        seed: int = 0,
-        progress: bool = False,
-    ):
-        self.evaluator = ConceptRetrievalEvaluator(
-            eval_dataset, concepts, tokenizer, image_processor, image_column=image_column,
-            caption_column=caption_column, image_key_column=image_key_column, max_examples=max_examples,
-            max_retrieval_images=max_retrieval_images, batch_size=batch_size, autocast_dtype=autocast_dtype,
-            tie_tolerance=tie_tolerance, dataset_name=dataset_name, seed=seed, progress=progress)
+    def __init__(self, eval_dataset, concepts: Sequence[Any], tokenizer, image_processor,
+                 output_dir: str | os.PathLike | None = None, run_name: str | None = None, *,
+                 evaluate_at_start: bool = True, evaluate_on_epoch_end: bool = True, plot: bool = True,
+                 **evaluator_options: Any):
+        self.evaluator = ConceptRetrievalEvaluator(eval_dataset, concepts, tokenizer, image_processor,
+                                                   **evaluator_options)
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.run_name = run_name
         self.evaluate_at_start, self.evaluate_on_epoch_end, self.plot = evaluate_at_start, evaluate_on_epoch_end, plot
-        self.dataset_name = dataset_name  # names the retrieval set on the plot's x axis
         self.history: list[dict[str, Any]] = []
         #: set by HardNegCLIPTrainer, which then runs :attr:`evaluator` inside Trainer.evaluate
         self.evaluated_by_trainer = False
         self._epoch_end_pending = False
+
+    @property
+    def dataset_name(self) -> str:
+        """Names the retrieval set on the plot's x axis."""
+        return self.evaluator.dataset_name
 
     @property
     def concept_set(self):
