@@ -55,7 +55,8 @@ def test_a_plan_becomes_an_export_that_builds(catalog, coco_mini, tiny_clipseg_d
     assert "inpainting plan.jsonl" in out.err and "3/3" in out.err  # the progress bar
     table = [json.loads(line) for line in (tmp_path / "export" / "annotations.jsonl").read_text().splitlines()]
     assert [r["concept"] for r in table] == ["color", "size", "object"]
-    assert [r["inpaint_seed"] for r in table] == [5, 102, 103]  # own seed, else --seed + line number
+    assert [r["inpaint_seed"] for r in table] == [5, 102, 103]  # own seed, else --seed + row number
+    assert [r["sample_id"] for r in table] == [f"{r['concept']}-{r['coco_image_id']:012d}-plan-0" for r in table]
     assert [r["quality"] for r in table] == ["okay", "very good", "okay"]
     assert table[1]["mask_dilate_x"] == 4 and table[1]["coco_caption"] == catalog.photo(rows[1]["coco_image_id"]).captions[0]
     assert table[2]["coco_caption"] == "A dog is tied to a fire hydrant."  # the closest COCO caption

@@ -28,7 +28,7 @@ def register(subparsers) -> None:
     add_model_arguments(parser)
     add = parser.add_argument
     add("--threshold", type=float, default=0.4, help="mask threshold for rows without mask_threshold (default %(default)s)")
-    add("--seed", type=int, default=0, help="rows without a seed use SEED + their line number (default %(default)s)")
+    add("--seed", type=int, default=0, help="rows without a seed use SEED + their row number (default %(default)s)")
     add("--quality", default="okay", choices=["okay", "very good"],
         help="rating for rows without one (default %(default)s: nobody looked at the result)")
     add("--skip-invalid", action="store_true", help="leave invalid rows out (counted and listed) instead of stopping")

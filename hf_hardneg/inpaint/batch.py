@@ -15,7 +15,10 @@ Every row is checked against the InpaintCOCO rules before a model is loaded; a b
 the run with one error naming every bad line (or, with ``skip_invalid``, is counted and left
 out). Each row draws one candidate, which is saved as it is: nobody chose among candidates,
 so the ``annotator`` column says ``batch:<plan file>``. Rows whose sample is already in the
-export are skipped, so rerunning a plan after a crash continues where it stopped.
+export are skipped, so rerunning a plan after a crash continues where it stopped. A row's
+sample id is its ``sample_id``, else ``<concept>-<12-digit image id>-<plan file stem>-<n>``
+(n counts the plan's earlier rows of that concept and image), which no web-app sample has;
+give ``sample_id`` when rows may be reordered or the plan renamed between runs.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ class PlanDefaults:
     mask_threshold: float = 0.4
     guidance_scale: float = 7.5
     num_inference_steps: int = 50
-    seed: int = 0  # a row without a seed uses seed + its line number
+    seed: int = 0  # a row without a seed uses seed + its row number (1-based, blank lines not counted)
     resolution: int = 512
     negative_prompt: str | None = None
 
@@ -204,7 +207,7 @@ def check_plan(
             image_key = ("", 0)
         sample_id = str(row.get("sample_id") or "").strip()
         if not sample_id:
-            sample_id = f"{image_key[0]}-{image_key[1]:012d}-{per_image[image_key]}"
+            sample_id = f"{image_key[0]}-{image_key[1]:012d}-{Path(plan).stem}-{per_image[image_key]}"
             per_image[image_key] += 1
         try:
             if sample_id in seen:

@@ -18,6 +18,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Callable
 
 import numpy as np
@@ -59,14 +60,16 @@ class Task:
 
     photo: CocoPhoto
     shown_at: float
-    _probabilities: tuple[str, np.ndarray] | None = None
+    scores: tuple[str, np.ndarray] | None = None  # (mask prompt, CLIPSeg probabilities): a new threshold reuses them
     mask: Mask | None = None
     inpaint_prompt: str | None = None
     candidates: list[Candidate] = field(default_factory=list)
     guidance_scale: float | None = None
     num_inference_steps: int | None = None
 
+    @cached_property
     def image(self) -> Image.Image:
+        """The photograph, decoded once per task."""
         with Image.open(self.photo.path) as source:
             return source.convert("RGB")
 
@@ -113,9 +116,10 @@ class AnnotationSession:
                 state = json.loads(self.state_path.read_text(encoding="utf-8"))
                 if state.get("version") != STATE_VERSION or state.get("concept") != self.concept:
                     raise ValueError("written by another version or for another concept")
+                state["seed"] = int(state["seed"])
                 state["skipped"] = {str(k): str(v) for k, v in state.get("skipped", {}).items()}
                 return state
-            except ValueError as err:
+            except (ValueError, KeyError, TypeError, AttributeError) as err:
                 raise ValueError(
                     f"session state {self.state_path} cannot be read ({err}); delete it to start over "
                     "(saved samples stay; skipped photographs would be offered again)"
@@ -191,9 +195,9 @@ class AnnotationSession:
         """Mask the photograph in hand; a new threshold or enlargement with the same prompt reuses the scores."""
         task = self._require(image_id)
         prompt = (prompt or "").strip()
-        if task._probabilities is None or task._probabilities[0] != prompt:
-            task._probabilities = (prompt, self.masker.probabilities(task.image(), prompt))
-        task.mask = self.masker.mask_from_probabilities(task._probabilities[1], prompt, threshold, dilate_x, dilate_y)
+        if task.scores is None or task.scores[0] != prompt:
+            task.scores = (prompt, self.masker.probabilities(task.image, prompt))
+        task.mask = self.masker.mask_from_probabilities(task.scores[1], prompt, threshold, dilate_x, dilate_y)
         task.candidates = []  # candidates belong to the mask they were painted into
         return task.mask
 
@@ -216,7 +220,7 @@ class AnnotationSession:
         guidance = float(guidance_scale if guidance_scale is not None else self.settings.guidance_scale)
         steps = int(num_inference_steps or self.settings.num_inference_steps)
         task.candidates = self.inpainter.candidates(
-            task.image(), task.mask, prompt, [base + i for i in range(count)],
+            task.image, task.mask, prompt, [base + i for i in range(count)],
             guidance_scale=guidance, num_inference_steps=steps,
             negative_prompt=self.settings.negative_prompt, resolution=self.settings.resolution,
         )

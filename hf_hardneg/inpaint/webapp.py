@@ -146,7 +146,7 @@ def create_app(session: AnnotationSession):
             read_number(body, "dilate_x", int, 0), read_number(body, "dilate_y", int, 0),
             image_id=read_number(body, "image_id", int),
         )
-        return {"overlay": _data_url(made.overlay(session.in_hand.image())), "coverage": made.coverage}
+        return {"overlay": _data_url(made.overlay(session.in_hand.image)), "coverage": made.coverage}
 
     def inpaint(body: dict[str, Any]) -> dict[str, Any]:
         made = session.inpaint(
