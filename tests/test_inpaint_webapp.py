@@ -3,6 +3,7 @@ chromium + chromium-driver, through Selenium), ending in a saved row of the expo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -90,9 +91,10 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture
-def served(session):
-    import uvicorn
+@contextlib.contextmanager
+def serving(session):
+    """The web app on a free local port in a background thread; yields its URL."""
+    uvicorn = pytest.importorskip("uvicorn", reason='the web app needs the optional extra: pip install "hf_hardneg[inpaint]"')
 
     from hf_hardneg.inpaint.webapp import create_app
 
@@ -100,13 +102,21 @@ def served(session):
     server = uvicorn.Server(uvicorn.Config(create_app(session), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the web app did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(timeout=30)
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "the web app did not start"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture
+def served(session):
+    with serving(session) as url:
+        yield url
 
 
 @pytest.fixture
@@ -246,3 +256,65 @@ def test_annotate_command_reports_bad_options_in_one_line(coco_mini, tmp_path, c
     code = main(["annotate", "--export", str(tmp_path / "e"), "--coco-dir", str(coco_mini), "--concept", "size",
                  "--annotator", "ab", "--concept-file", str(tmp_path / "c.yaml"), "--keywords", "fit"])
     assert code == 2 and "--keywords 'fit' is not a concept of" in capsys.readouterr().err
+
+
+def test_annotate_command_names_the_missing_extra_before_loading_models(coco_mini, tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from hf_hardneg.cli import main
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else
+                        real_find_spec(name, *a))
+    code = main(["annotate", "--export", str(tmp_path / "e"), "--coco-dir", str(coco_mini), "--concept", "size",
+                 "--annotator", "ab", "--mask-model", "never/loaded"])
+    err = capsys.readouterr().err
+    assert code == 2 and 'needs uvicorn: pip install "hf_hardneg[inpaint]"' in err
+    assert not (tmp_path / "e").exists()  # nothing was created or loaded
+
+
+def test_object_replacement_is_limited_to_the_supercategory_on_the_page(catalog, masker, inpainter, coco_mini,
+                                                                        tmp_path, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    pytest.importorskip("starlette", reason='the web app needs the optional extra: pip install "hf_hardneg[inpaint]"')
+    export = ExportFolder(tmp_path / "objects", coco_dir=coco_mini)
+    settings = GenerationSettings(num_candidates=3, num_inference_steps=STEPS, resolution=RESOLUTION)
+    session = AnnotationSession(catalog, export, "object", "tt", masker, inpainter, settings=settings)
+    while not [c for c in session.current().photo.categories if catalog.same_supercategory(c)]:
+        session.skip("no annotated object with siblings")
+    photo = session.current().photo
+    changed = next(c for c in photo.categories if catalog.same_supercategory(c))
+    allowed = catalog.same_supercategory(changed)
+    foreign = "bus" if catalog.category(changed)["supercategory"] != "vehicle" else "dog"
+
+    with serving(session) as url, export:
+        wait = WebDriverWait(browser, 60)
+        browser.get(url)
+        wait.until(ec.text_to_be_present_in_element((By.ID, "image-id"), str(photo.image_id)))
+        in_photo = browser.find_elements(By.CSS_SELECTOR, "#changed-object optgroup[label='in this photograph'] option")
+        assert [o.get_attribute("value") for o in in_photo] == list(photo.categories)
+        Select(browser.find_element(By.ID, "changed-object")).select_by_value(changed)
+        options = [o.get_attribute("value") for o in Select(browser.find_element(By.ID, "new-object")).options]
+        assert options == ["", *allowed]  # only the same super-category is offered
+        browser.find_element(By.ID, "mask-prompt").send_keys(changed, Keys.ENTER)
+        wait.until(lambda d: not d.find_element(By.ID, "inpaint-prompt").get_attribute("disabled"))
+        browser.find_element(By.ID, "inpaint-prompt").send_keys(f"a red {foreign}", Keys.ENTER)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#candidates .candidate")) == 3)
+        body = browser.find_element(By.TAG_NAME, "body")
+        body.send_keys("1")
+        body.send_keys("o")
+        caption_box = browser.find_element(By.ID, "new-caption")
+        caption_box.send_keys(Keys.END, " (edited)")
+        caption_box.send_keys(Keys.CONTROL, Keys.ENTER)  # the prompt names an object of another super-category
+        wait.until(ec.text_to_be_present_in_element((By.ID, "message"), f"cannot replace '{changed}'"))
+        assert f"allowed: {', '.join(allowed)}" in browser.find_element(By.ID, "message").text
+        Select(browser.find_element(By.ID, "new-object")).select_by_value(allowed[0])
+        browser.find_element(By.ID, "save").click()
+        wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "saved object-"))
+    (row,) = [json.loads(line) for line in (tmp_path / "objects" / TABLE_NAME).read_text().splitlines()]
+    assert row["concept"] == "object" and row["coco_category"] == changed and row["quality"] == "okay"
+    assert row["inpaint_prompt"] == f"a red {foreign}"

@@ -64,8 +64,9 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from hf_hardneg.inpaint.export import ExportFolder
     from hf_hardneg.inpaint.session import AnnotationSession, GenerationSettings
-    from hf_hardneg.inpaint.webapp import create_app, serve
+    from hf_hardneg.inpaint.webapp import require_web_framework, serve
 
+    require_web_framework()
     if args.candidates < 1 or args.steps < 1:
         raise ValueError("--candidates and --steps must be at least 1")
     catalog = load_catalog(args)
@@ -77,7 +78,6 @@ def _run(args: argparse.Namespace) -> int:
                                       negative_prompt=args.negative_prompt)
         session = AnnotationSession(catalog, export, args.concept, args.annotator, masker, inpainter,
                                     keywords=keywords, seed=args.seed, settings=settings)
-        create_app(session)  # fails here, before the banner, when starlette is missing
         progress = session.progress()
         print(session.pool.describe())
         print(f"{progress['saved']} saved, {progress['skipped']} skipped, {progress['remaining']} to go; "

@@ -35,10 +35,19 @@ from PIL import Image
 from hf_hardneg.inpaint.rules import RuleViolation, read_number
 from hf_hardneg.inpaint.session import AnnotationSession
 
-__all__ = ["create_app", "serve"]
+__all__ = ["create_app", "require_web_framework", "serve"]
 
 logger = logging.getLogger(__name__)
 INSTALL_HINT = 'pip install "hf_hardneg[inpaint]"'
+
+
+def require_web_framework() -> None:
+    """Fail at once, before minutes of model loading, when the optional web framework is missing."""
+    import importlib.util
+
+    missing = [name for name in ("starlette", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(f"the annotation web app needs {' and '.join(missing)}: {INSTALL_HINT}")
 
 
 def _data_url(image: Image.Image, quality: int = 90) -> str:
@@ -85,14 +94,12 @@ def _task_view(session: AnnotationSession) -> dict[str, Any]:
 
 def create_app(session: AnnotationSession):
     """The Starlette app serving one annotation session."""
-    try:
-        from starlette.applications import Starlette
-        from starlette.concurrency import run_in_threadpool
-        from starlette.requests import Request
-        from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
-        from starlette.routing import Route
-    except ImportError as err:
-        raise ImportError(f"the annotation web app needs starlette and uvicorn: {INSTALL_HINT} ({err})") from None
+    require_web_framework()
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+    from starlette.routing import Route
 
     static = resources.files("hf_hardneg.inpaint") / "static"
     page = (static / "annotate.html").read_text(encoding="utf-8")
@@ -193,8 +200,7 @@ def create_app(session: AnnotationSession):
 
 def serve(session: AnnotationSession, host: str = "127.0.0.1", port: int = 7860) -> None:
     """Run the app until Ctrl+C (uvicorn). Bind to localhost: the page has no login."""
-    try:
-        import uvicorn
-    except ImportError as err:
-        raise ImportError(f"the annotation web app needs uvicorn: {INSTALL_HINT} ({err})") from None
+    require_web_framework()
+    import uvicorn
+
     uvicorn.run(create_app(session), host=host, port=port, log_level="warning")
