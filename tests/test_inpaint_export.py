@@ -220,7 +220,8 @@ def test_builder_carries_provenance_columns_and_leaves_blanks_null(catalog, coco
 @pytest.mark.parametrize(
     "change, reason, message",
     [
-        ({"inpaint_seed": "abc"}, "unreadable_row", "inpaint_seed='abc' is not an integer"),
+        ({"inpaint_seed": "abc"}, "unreadable_row", "inpaint_seed='abc' is not a whole number"),
+        ({"num_inference_steps": "2.5"}, "unreadable_row", "num_inference_steps='2.5' is not a whole number"),
         ({"mask_threshold": "high"}, "unreadable_row", "mask_threshold='high' is not a number"),
         ({"annotation_seconds": "-3"}, "unreadable_row", "annotation_seconds=-3.0 is negative"),
         ({"mask_file_name": "edits/none.png"}, "missing_image", "mask image 'edits/none.png' not found"),

@@ -54,6 +54,7 @@ __all__ = [
     "find_table",
     "format_problems",
     "is_no_derivs",
+    "parse_number",
     "read_table",
     "same_caption",
 ]
@@ -401,6 +402,26 @@ def _optional_int(values: Mapping[str, Any], key: str) -> int | None:
         raise ValueError(f"{key}={value!r} is not an integer") from None
 
 
+def parse_number(value: Any, column: str, kind: type) -> int | float | None:
+    """A finite int or float from a table cell, CSV text or JSON; None when blank.
+
+    Refuses what a silent conversion would get wrong: booleans, "2.5" or 2.5 for an int, NaN
+    and infinities; the ValueError names the column and the value.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    what = "a whole number" if kind is int else "a number"
+    try:
+        if isinstance(value, bool) or (kind is int and isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        number = kind(value.strip() if isinstance(value, str) else value)
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"{column}={value!r} is not {what}") from None
+    return number
+
+
 def _normalise_quality(raw: str) -> str | None:
     text = " ".join(raw.lower().replace("_", " ").replace("-", " ").split())
     text = {"ok": "okay", "verygood": "very good"}.get(text, text)
@@ -533,23 +554,13 @@ def _provenance(values: Mapping[str, Any]) -> dict[str, Any]:
         if kind is Path:
             continue
         raw = values.get(column)
-        if raw is None or (isinstance(raw, str) and not raw.strip()):
-            out[column] = None
-        elif kind is str:
-            out[column] = str(raw).strip()
-        elif kind is int:
-            try:
-                out[column] = _optional_int(values, column)
-            except ValueError as err:
-                raise _Rejected("unreadable_row", f"{err}; write a whole number") from None
-        else:
-            try:
-                number = float(raw.strip() if isinstance(raw, str) else raw)
-                if isinstance(raw, bool) or number != number or number in (float("inf"), float("-inf")):
-                    raise ValueError
-            except (TypeError, ValueError):
-                raise _Rejected("unreadable_row", f"{column}={raw!r} is not a number; write it like 0.4") from None
-            out[column] = number
+        if kind is str:
+            out[column] = None if raw is None or not str(raw).strip() else str(raw).strip()
+            continue
+        try:
+            out[column] = parse_number(raw, column, kind)
+        except ValueError as err:
+            raise _Rejected("unreadable_row", f"{err}; fix the value or leave it blank") from None
     negative = [c for c in ("mask_dilate_x", "mask_dilate_y", "annotation_seconds") if (out[c] or 0) < 0]
     if negative:
         raise _Rejected("unreadable_row", f"{negative[0]}={out[negative[0]]} is negative; it counts pixels or seconds")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ class SavedEdit:
 
     def row(self) -> dict[str, Any]:
         values = {
-            **{k: v for k, v in vars(self).items()},
+            **vars(self),
             "inpaint_file_name": f"inpainted/{self.sample_id}.png",
             "mask_file_name": f"masks/{self.sample_id}.png",
             "coco_category": self.coco_category or "",
@@ -159,10 +160,8 @@ class ExportFolder:
         return {int(r["coco_image_id"]) for r in self.rows if r.get("concept") == concept}
 
     def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for row in self.rows:
-            out[row.get("concept", "?")] = out.get(row.get("concept", "?"), 0) + 1
-        return out
+        """Samples per concept, as the progress line shows them."""
+        return dict(Counter(str(row.get("concept", "?")) for row in self.rows))
 
     def has_sample(self, sample_id: str) -> bool:
         return any(r.get("sample_id") == sample_id for r in self.rows)

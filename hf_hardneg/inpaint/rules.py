@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from hf_hardneg.data.inpaintcoco import INPAINTCOCO_CONCEPTS, INPAINTCOCO_QUALITIES
-from hf_hardneg.data.inpaintcoco_export import same_caption
+from hf_hardneg.data.inpaintcoco_export import parse_number, same_caption
 from hf_hardneg.inpaint.catalog import CocoCatalog, CocoPhoto
 
 __all__ = [
@@ -98,20 +98,12 @@ def check_coco_caption(photo: CocoPhoto, caption: str) -> str:
 
 
 def read_number(values: Mapping[str, Any], key: str, kind: type, default: Any = None) -> Any:
-    """``values[key]`` as an int or float (``default`` when absent or blank); refuses text, booleans, 2.5 for an int."""
-    value = values.get(key)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return default
-    what = "a whole number" if kind is int else "a number"
-    if isinstance(value, bool) or (kind is int and isinstance(value, float) and not value.is_integer()):
-        raise RuleViolation("unreadable_row", f"{key}={value!r} is not {what}")
+    """``values[key]`` as an int or float (``default`` when absent or blank), read as the dataset builder reads it."""
     try:
-        number = kind(value.strip() if isinstance(value, str) else value)
-    except (TypeError, ValueError):
-        raise RuleViolation("unreadable_row", f"{key}={value!r} is not {what}") from None
-    if number != number or number in (float("inf"), float("-inf")):
-        raise RuleViolation("unreadable_row", f"{key}={value!r} is not {what}")
-    return number
+        number = parse_number(values.get(key), key, kind)
+    except ValueError as err:
+        raise RuleViolation("unreadable_row", str(err)) from None
+    return default if number is None else number
 
 
 @dataclass(frozen=True)
