@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import sys
 from pathlib import Path
+from typing import Callable
 
 
 def add_coco_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,3 +51,20 @@ def load_models(args: argparse.Namespace):
     print(f"loading {args.mask_model} and {args.inpaint_model} ...", flush=True)
     return (ClipSegMasker.from_pretrained(args.mask_model, device=args.device),
             Inpainter.from_pretrained(args.inpaint_model, device=args.device))
+
+
+def reports_missing_extra(command: str) -> Callable:
+    """Wrap a command's ``run`` so that a missing optional extra is one error line (exit 2), not a traceback."""
+
+    def wrap(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        @functools.wraps(run)
+        def guarded(args: argparse.Namespace) -> int:
+            try:
+                return run(args)
+            except ImportError as err:
+                print(f"hf-hardneg {command}: error: {err}", file=sys.stderr)
+                return 2
+
+        return guarded
+
+    return wrap

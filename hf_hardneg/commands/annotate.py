@@ -7,9 +7,14 @@ is :mod:`hf_hardneg.inpaint.webapp`.
 from __future__ import annotations
 
 import argparse
-import sys
 
-from hf_hardneg.commands._inpaint_options import add_coco_arguments, add_model_arguments, load_catalog, load_models
+from hf_hardneg.commands._inpaint_options import (
+    add_coco_arguments,
+    add_model_arguments,
+    load_catalog,
+    load_models,
+    reports_missing_extra,
+)
 
 
 def register(subparsers) -> None:
@@ -53,15 +58,8 @@ def _keywords(args: argparse.Namespace):
     return get_concept(args.keywords) if args.keywords else None
 
 
+@reports_missing_extra("annotate")
 def run(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except ImportError as err:  # an optional extra is missing: say which, without a traceback
-        print(f"hf-hardneg annotate: error: {err}", file=sys.stderr)
-        return 2
-
-
-def _run(args: argparse.Namespace) -> int:
     from hf_hardneg.inpaint.export import ExportFolder
     from hf_hardneg.inpaint.session import AnnotationSession, GenerationSettings
     from hf_hardneg.inpaint.webapp import require_web_framework, serve

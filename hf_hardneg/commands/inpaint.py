@@ -6,10 +6,15 @@ A thin wrapper around :func:`hf_hardneg.inpaint.batch.run_plan`; the plan format
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from hf_hardneg.commands._inpaint_options import add_coco_arguments, add_model_arguments, load_catalog, load_models
+from hf_hardneg.commands._inpaint_options import (
+    add_coco_arguments,
+    add_model_arguments,
+    load_catalog,
+    load_models,
+    reports_missing_extra,
+)
 
 
 def register(subparsers) -> None:
@@ -36,15 +41,8 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+@reports_missing_extra("inpaint")
 def run(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except ImportError as err:  # an optional extra is missing: say which, without a traceback
-        print(f"hf-hardneg inpaint: error: {err}", file=sys.stderr)
-        return 2
-
-
-def _run(args: argparse.Namespace) -> int:
     from hf_hardneg.inpaint.batch import PlanDefaults, run_plan
     from hf_hardneg.inpaint.export import ExportFolder
 
