@@ -20,6 +20,8 @@ COMMANDS = {
     "compare": "compare",
     "build-inpaintcoco": "build_inpaintcoco",
     "push": "push",
+    "annotate": "annotate",
+    "inpaint": "inpaint",
 }
 
 

@@ -60,6 +60,19 @@ INPAINTCOCO_FEATURES = datasets.Features(
         "coco_url": datasets.Value("string"),
         "mask_prompt": datasets.Value("string"),
         "inpaint_prompt": datasets.Value("string"),
+        # How the edit was made, so that it can be checked or redone; null where the export
+        # does not record it (the annotation tool, hf_hardneg.inpaint, records all of them).
+        "mask_image": datasets.Image(),  # the mask the inpainting model filled (white = repainted)
+        "mask_threshold": datasets.Value("float64"),
+        "mask_dilate_x": datasets.Value("int32"),
+        "mask_dilate_y": datasets.Value("int32"),
+        "mask_model": datasets.Value("string"),
+        "inpaint_model": datasets.Value("string"),
+        "inpaint_seed": datasets.Value("int64"),
+        "guidance_scale": datasets.Value("float64"),
+        "num_inference_steps": datasets.Value("int32"),
+        "annotator": datasets.Value("string"),
+        "annotation_seconds": datasets.Value("float64"),
     }
 )
 INPAINTCOCO_COLUMNS: tuple[str, ...] = tuple(INPAINTCOCO_FEATURES)

@@ -37,6 +37,7 @@ from hf_hardneg.data.inpaintcoco import (
     NO_DERIVS_LICENSE_IDS,
 )
 from hf_hardneg.data.inpaintcoco_export import (
+    PROVENANCE_COLUMNS,
     SKIP_REASONS,
     CocoIndex,
     InpaintCOCOBuildError,
@@ -198,7 +199,8 @@ def _plan_shards(samples: list[Sample], max_bytes: int) -> list[list[Sample]]:
     current: list[Sample] = []
     current_bytes = 0
     for sample in samples:
-        size = sample.coco_image_path.stat().st_size + sample.inpaint_image_path.stat().st_size
+        size = sum(p.stat().st_size for p in (sample.coco_image_path, sample.inpaint_image_path, sample.mask_image_path)
+                   if p is not None)
         if current and current_bytes + size > max_bytes:
             shards.append(current)
             current, current_bytes = [], 0
@@ -232,6 +234,11 @@ def _row(sample: Sample) -> dict[str, Any]:
         "coco_url": sample.coco_url,
         "mask_prompt": sample.mask_prompt,
         "inpaint_prompt": sample.inpaint_prompt,
+        "mask_image": None if sample.mask_image_path is None else {
+            "bytes": sample.mask_image_path.read_bytes(),
+            "path": re.sub(r"[^\w.-]", "_", sample.sample_id) + "_mask" + sample.mask_image_path.suffix.lower(),
+        },
+        **{name: sample.provenance.get(name) for name in INPAINTCOCO_FEATURES if name in PROVENANCE_COLUMNS},
     }
 
 
@@ -376,7 +383,7 @@ def _prepare_output(output: Path, overwrite: bool) -> None:
             )
 
 
-def _resolve_coco_paths(
+def resolve_coco_paths(
     source: Path,
     coco_dir: Path | None,
     coco_captions: Path | None,
@@ -450,7 +457,7 @@ def build_inpaintcoco(
         raise InpaintCOCOBuildError(f"--max-shard-size: {err}") from None
     _prepare_output(output, overwrite)
     table_path = find_table(source, Path(table) if table else None)
-    captions, images_dir, instances_path = _resolve_coco_paths(
+    captions, images_dir, instances_path = resolve_coco_paths(
         source,
         Path(coco_dir) if coco_dir else None,
         Path(coco_captions) if coco_captions else None,

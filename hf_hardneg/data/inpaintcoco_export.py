@@ -21,7 +21,9 @@ Raw export format (also documented in ``dataset_scripts/inpaintcoco/README.md``)
 Required columns: ``coco_image_id, concept, coco_caption, inpaint_caption,
 inpaint_file_name, quality, mask_prompt, inpaint_prompt``. Optional: ``sample_id``
 (default ``<concept>-<12-digit image id>-<n>``), ``coco_annotation_id`` or
-``coco_category`` (the changed object; otherwise it is read off the masking prompt).
+``coco_category`` (the changed object; otherwise it is read off the masking prompt), and
+the provenance columns of :data:`PROVENANCE_COLUMNS` (mask file, mask and inpainting
+settings, seed, annotator, duration), which are carried into the published rows.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from hf_hardneg.data.inpaintcoco import INPAINTCOCO_CONCEPTS, INPAINTCOCO_QUALIT
 
 __all__ = [
     "OPTIONAL_COLUMNS",
+    "PROVENANCE_COLUMNS",
     "REQUIRED_COLUMNS",
     "SKIP_REASONS",
     "CocoIndex",
@@ -51,7 +54,9 @@ __all__ = [
     "find_table",
     "format_problems",
     "is_no_derivs",
+    "parse_number",
     "read_table",
+    "same_caption",
 ]
 
 REQUIRED_COLUMNS: tuple[str, ...] = (
@@ -64,11 +69,27 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
     "mask_prompt",
     "inpaint_prompt",
 )
-OPTIONAL_COLUMNS: tuple[str, ...] = ("sample_id", "coco_annotation_id", "coco_category")
+# How an edit was made (the annotation tool writes all of them): column -> type of its value.
+# Each is optional; a blank value is null in the published row. ``mask_file_name`` names the
+# mask image relative to the export folder, like ``inpaint_file_name``.
+PROVENANCE_COLUMNS: dict[str, type] = {
+    "mask_file_name": Path,
+    "mask_threshold": float,
+    "mask_dilate_x": int,
+    "mask_dilate_y": int,
+    "mask_model": str,
+    "inpaint_model": str,
+    "inpaint_seed": int,
+    "guidance_scale": float,
+    "num_inference_steps": int,
+    "annotator": str,
+    "annotation_seconds": float,
+}
+OPTIONAL_COLUMNS: tuple[str, ...] = ("sample_id", "coco_annotation_id", "coco_category", *PROVENANCE_COLUMNS)
 
 # Why a row can be rejected; stable identifiers used in the printed summary and the JSON report.
 SKIP_REASONS: dict[str, str] = {
-    "unreadable_row": "the row cannot be parsed (bad JSON, wrong number of CSV fields, non-integer id)",
+    "unreadable_row": "the row cannot be parsed (bad JSON, wrong number of CSV fields, non-integer id or number)",
     "unknown_concept": "concept is not object, color or size",
     "unknown_coco_id": "coco_image_id is not an image of captions_val2017.json",
     "noderivs_license": "the photograph's licence forbids derivatives (COCO licence 3 or 6)",
@@ -76,7 +97,7 @@ SKIP_REASONS: dict[str, str] = {
     "unchanged_caption": "inpaint_caption equals coco_caption",
     "invalid_quality": "quality is not 'very good' or 'okay'",
     "unknown_object": "coco_annotation_id / coco_category does not name an object of that image",
-    "missing_image": "the inpainted or the original image file does not exist",
+    "missing_image": "the inpainted image, its mask or the original image file does not exist",
     "corrupt_image": "an image file cannot be decoded",
     "duplicate_sample": "same sample_id, inpainted file, or (image, captions) as an earlier row",
 }
@@ -171,6 +192,8 @@ class Sample:
     inpaint_prompt: str
     where: str = ""
     coco_caption_verbatim: bool = True  # False: not one of COCO's captions of that image (kept, but noted)
+    mask_image_path: Path | None = None
+    provenance: Mapping[str, Any] = field(default_factory=dict)  # PROVENANCE_COLUMNS but the mask file; None = blank
 
 
 def is_no_derivs(license_record: Mapping[str, Any]) -> bool:
@@ -185,6 +208,11 @@ def is_no_derivs(license_record: Mapping[str, Any]) -> bool:
 def _normalise_text(text: str) -> str:
     """Caption identity ignores case, spacing and a final full stop ("A cat." == "a  cat")."""
     return " ".join(text.casefold().split()).rstrip(".").strip()
+
+
+def same_caption(first: str, second: str) -> bool:
+    """True when two captions are the same for the builder (case, spacing and a final full stop ignored)."""
+    return _normalise_text(first) == _normalise_text(second)
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -260,7 +288,15 @@ class CocoIndex:
         point to several super-categories, those of objects annotated in the image win.
         None when nothing or nothing unambiguous matches: a guess would mislabel the sample.
         """
-        text = " ".join(mask_prompt.lower().split())
+        found = self.categories_named(mask_prompt)
+        present = found & self.image_categories.get(image_id, set())
+        supers = {self.categories[cid]["supercategory"] for cid in (present or found)}
+        return supers.pop() if len(supers) == 1 else None
+
+    def categories_named(self, text: str) -> set[int]:
+        """Ids of the COCO categories a text names (whole words, common aliases and plural endings;
+        a name inside a longer matched one is dropped: "hot dog" names no dog)."""
+        text = " ".join(text.lower().split())
         spans: list[tuple[int, int, int]] = []  # (start, end, category id)
         names = {c["name"].lower(): cid for cid, c in self.categories.items()}
         for alias, target in _CATEGORY_ALIASES.items():
@@ -272,10 +308,7 @@ class CocoIndex:
         kept = [
             s for s in spans if not any(o[0] <= s[0] and s[1] <= o[1] and (o[1] - o[0]) > (s[1] - s[0]) for o in spans)
         ]
-        found = {cid for _, _, cid in kept}
-        present = found & self.image_categories.get(image_id, set())
-        supers = {self.categories[cid]["supercategory"] for cid in (present or found)}
-        return supers.pop() if len(supers) == 1 else None
+        return {cid for _, _, cid in kept}
 
 
 def find_table(source: Path, table: Path | None = None) -> Path:
@@ -369,6 +402,26 @@ def _optional_int(values: Mapping[str, Any], key: str) -> int | None:
         raise ValueError(f"{key}={value!r} is not an integer") from None
 
 
+def parse_number(value: Any, column: str, kind: type) -> int | float | None:
+    """A finite int or float from a table cell, CSV text or JSON; None when blank.
+
+    Refuses what a silent conversion would get wrong: booleans, "2.5" or 2.5 for an int, NaN
+    and infinities; the ValueError names the column and the value.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    what = "a whole number" if kind is int else "a number"
+    try:
+        if isinstance(value, bool) or (kind is int and isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        number = kind(value.strip() if isinstance(value, str) else value)
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"{column}={value!r} is not {what}") from None
+    return number
+
+
 def _normalise_quality(raw: str) -> str | None:
     text = " ".join(raw.lower().replace("_", " ").replace("-", " ").split())
     text = {"ok": "okay", "verygood": "very good"}.get(text, text)
@@ -431,7 +484,7 @@ def _check_row(
     if not coco_caption or not inpaint_caption:
         empty = "coco_caption" if not coco_caption else "inpaint_caption"
         raise _Rejected("empty_caption", f"{empty} is empty; fill in the caption")
-    if _normalise_text(coco_caption) == _normalise_text(inpaint_caption):
+    if same_caption(coco_caption, inpaint_caption):
         raise _Rejected(
             "unchanged_caption",
             f"inpaint_caption equals coco_caption ({coco_caption!r}); the new caption must describe the edit",
@@ -445,18 +498,13 @@ def _check_row(
     mask_prompt = _text(v, "mask_prompt")
     supercategory = _resolve_object(v, annotation_id, image_id, mask_prompt, coco)
 
+    provenance = _provenance(v)
     name = _text(v, "inpaint_file_name")
     if not name:
         raise _Rejected("missing_image", "inpaint_file_name is empty; name the inpainted image file")
-    relative = Path(name)
-    if relative.is_absolute() or ".." in relative.parts:
-        raise _Rejected(
-            "missing_image",
-            f"inpaint_file_name {name!r} must be a path relative to the export folder {source}",
-        )
-    inpaint_path = source / relative
-    if not inpaint_path.is_file():
-        raise _Rejected("missing_image", f"inpainted image {name!r} not found in {source}")
+    inpaint_path = _export_file(source, "inpaint_file_name", name, "inpainted image")
+    mask_name = _text(v, "mask_file_name")
+    mask_path = _export_file(source, "mask_file_name", mask_name, "mask image") if mask_name else None
     coco_path = coco.images_dir / str(record["file_name"])
     if not coco_path.is_file():
         raise _Rejected(
@@ -483,7 +531,40 @@ def _check_row(
         inpaint_prompt=_text(v, "inpaint_prompt"),
         where=row.where,
         coco_caption_verbatim=_normalise_text(coco_caption) in coco.captions.get(image_id, set()),
+        mask_image_path=mask_path,
+        provenance=provenance,
     )
+
+
+def _export_file(source: Path, column: str, name: str, what: str) -> Path:
+    """A file the row names relative to the export folder; rejected when it leaves the folder or is absent."""
+    relative = Path(name)
+    if relative.is_absolute() or ".." in relative.parts:
+        raise _Rejected("missing_image", f"{column} {name!r} must be a path relative to the export folder {source}")
+    path = source / relative
+    if not path.is_file():
+        raise _Rejected("missing_image", f"{what} {name!r} not found in {source}")
+    return path
+
+
+def _provenance(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The provenance columns but the mask file, typed; blanks are None. Bad numbers reject the row."""
+    out: dict[str, Any] = {}
+    for column, kind in PROVENANCE_COLUMNS.items():
+        if kind is Path:
+            continue
+        raw = values.get(column)
+        if kind is str:
+            out[column] = None if raw is None or not str(raw).strip() else str(raw).strip()
+            continue
+        try:
+            out[column] = parse_number(raw, column, kind)
+        except ValueError as err:
+            raise _Rejected("unreadable_row", f"{err}; fix the value or leave it blank") from None
+    negative = [c for c in ("mask_dilate_x", "mask_dilate_y", "annotation_seconds") if (out[c] or 0) < 0]
+    if negative:
+        raise _Rejected("unreadable_row", f"{negative[0]}={out[negative[0]]} is negative; it counts pixels or seconds")
+    return out
 
 
 def _resolve_object(
@@ -575,7 +656,10 @@ def check_rows(rows: list[RawRow], coco: CocoIndex, source: Path) -> tuple[list[
     verdict: dict[Path, str | None] = {}
     samples: list[Sample] = []
     for row, sample in unique:
-        for path, what in ((sample.inpaint_image_path, "inpainted image"), (sample.coco_image_path, "COCO image")):
+        files = [(sample.inpaint_image_path, "inpainted image"), (sample.coco_image_path, "COCO image")]
+        if sample.mask_image_path is not None:
+            files.append((sample.mask_image_path, "mask image"))
+        for path, what in files:
             if path not in verdict:
                 verdict[path] = _image_problem(path)
             if verdict[path] is not None:
