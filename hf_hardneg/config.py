@@ -8,7 +8,7 @@ reproduces the recipe and every script or YAML file only states what differs.
 
 Fields added to ``TrainingArguments``, by group:
 
-* loss: ``num_hard_negatives``, ``hard_negative_mode``
+* loss: ``num_hard_negatives``, ``hard_negative_mode``, ``gradient_cache_chunk_size``
 * data: ``concepts``, ``substitution_seed``, ``skip_corrupt_images``, ``text_pad_to_multiple_of``
 * checkpoints: ``save_fraction_of_data``, ``overwrite_output_dir``
 
@@ -85,6 +85,15 @@ class HardNegCLIPConfig(TrainingArguments):
                   "choices": list(HARD_NEGATIVE_MODES)},
     )
 
+    gradient_cache_chunk_size: int | None = field(
+        default=None,
+        metadata={"help": "Gradient caching (GradCache): encode each batch in chunks of this many images per "
+                          "device, so a contrastive batch far larger than the activations that fit trains as ONE "
+                          "problem (all its in-batch negatives), with the gradients of the uncached step. Costs "
+                          "about one extra forward pass. Unlike gradient_accumulation_steps it keeps the "
+                          "negatives; the two combine (each accumulated micro-batch is then chunked)."},
+    )
+
     # -- data -----------------------------------------------------------------------------
     concepts: list[str] | None = field(
         default=None,
@@ -130,6 +139,8 @@ class HardNegCLIPConfig(TrainingArguments):
             raise ValueError(f"num_hard_negatives must be >= 0 (0 = classic training), got {self.num_hard_negatives}")
         if self.hard_negative_mode not in HARD_NEGATIVE_MODES:
             raise ValueError(f"hard_negative_mode must be one of {HARD_NEGATIVE_MODES}, got {self.hard_negative_mode!r}")
+        if self.gradient_cache_chunk_size is not None and self.gradient_cache_chunk_size < 1:
+            raise ValueError(f"gradient_cache_chunk_size must be >= 1 (or unset), got {self.gradient_cache_chunk_size}")
         if not 0 <= self.save_fraction_of_data <= 1:
             raise ValueError(f"save_fraction_of_data must be in [0, 1] (0 disables it), got {self.save_fraction_of_data}")
         if self.remove_unused_columns:

@@ -39,8 +39,10 @@ __all__ = [
     "encode_images",
     "encode_texts",
     "family_of",
+    "logit_parameters",
     "logit_scale_and_bias",
     "max_text_length",
+    "scale_from_logit_parameter",
     "text_padding_for",
     "unwrap_model",
     "uses_sigmoid_loss",
@@ -286,13 +288,20 @@ def logit_scale_and_bias(model: nn.Module, max_scale: float | None = None) -> tu
     the first step. Pass a number to force a clamp. ``bias`` is ``None`` for models
     without one. Both keep their gradient (they are parameters being trained).
     """
-    inner, family = _family(model)
-    scale = inner.logit_scale.exp()
-    if max_scale is None:
-        max_scale = family.max_logit_scale
-    if max_scale is not None:
-        scale = scale.clamp(max=max_scale)
+    raw_scale, bias = logit_parameters(model)
+    return scale_from_logit_parameter(raw_scale, family_of(model), max_scale), bias
+
+
+def logit_parameters(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The parameters themselves: ``(logit_scale, logit_bias or None)``, before ``exp`` and clamping."""
+    inner = unwrap_model(model)
+    family_of(inner)
     bias = getattr(inner, "logit_bias", None)
-    if not isinstance(bias, torch.Tensor):
-        bias = None
-    return scale, bias
+    return inner.logit_scale, bias if isinstance(bias, torch.Tensor) else None
+
+
+def scale_from_logit_parameter(raw: torch.Tensor, family: ModelFamily, max_scale: float | None = None) -> torch.Tensor:
+    """``exp(raw)``, clamped by the family's rule (see :func:`logit_scale_and_bias`)."""
+    scale = raw.exp()
+    max_scale = family.max_logit_scale if max_scale is None else max_scale
+    return scale if max_scale is None else scale.clamp(max=max_scale)

@@ -57,6 +57,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from hf_hardneg.collator import HardNegativeCollator
 from hf_hardneg.config import HardNegCLIPConfig
 from hf_hardneg.data.prepare import prepare_dataset
+from hf_hardneg.gradient_cache import gradient_cached_loss
 from hf_hardneg.loss import build_loss_for, replacement_generator, split_text_embeds
 from hf_hardneg.models import encode_batch, family_of, logit_scale_and_bias, max_text_length
 
@@ -385,6 +386,14 @@ class HardNegCLIPTrainer(Trainer):
                 f"{self.args.num_hard_negatives} or change the config"
             )
         pixel_values = inputs["pixel_values"]
+        chunk_size = self.args.gradient_cache_chunk_size
+        if chunk_size and model.training and torch.is_grad_enabled() and not inputs.get("num_placeholder_images"):
+            # the whole batch as one contrastive problem, encoded chunk by chunk (hf_hardneg/gradient_cache.py)
+            output, scale = gradient_cached_loss(model, pixel_values, inputs["input_ids"], inputs.get("attention_mask"),
+                                                 k, chunk_size, self.loss_fn, generator=self._generator(True))
+            self._record(True, scale, output.hard_negative_accuracy, pixel_values.shape[0],
+                         inputs.get("num_skipped_images", 0))
+            return (output.loss, output) if return_outputs else output.loss
         image_embeds, text_embeds = encode_batch(model, pixel_values, inputs["input_ids"],
                                                  inputs.get("attention_mask"))
         # A placeholder (this process's share of an epoch's last global batch is empty) runs through the model
