@@ -251,8 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         image_processor=image_processor,
-        image_column=data_args.image_column,
-        caption_column=data_args.caption_column,
+        image_column=data_args.prepared_columns[0],
+        caption_column=data_args.prepared_columns[1],
         callbacks=callbacks,
     )
     # "last" resumes the newest complete checkpoint (the trainer says which newer folders it passed over)

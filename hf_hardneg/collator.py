@@ -15,6 +15,11 @@ written by :func:`hf_hardneg.substitution.add_hard_negatives`), so any
 Text order is fixed and relied upon by the trainer: the ``n`` positives first,
 then the negatives image-major ``[img0 neg1..negk, img1 neg1..negk, ...]``, so
 ``texts[n:].view(n, k, ...)`` gives every image its own negatives.
+
+Hard-negative images (columns ``negative_image_1..m``: images that do not match the
+row's caption, e.g. an edited copy of its image) are decoded on the same path as
+the positives and returned as ``negative_pixel_values`` (n*m images, row-major:
+``[row0 image1..m, row1 image1..m, ...]``).
 """
 
 from __future__ import annotations
@@ -34,17 +39,22 @@ logger = logging.getLogger(__name__)
 __all__ = ["HardNegativeCollator", "count_negative_columns"]
 
 _NEGATIVE_COLUMN = re.compile(r"^negative_(\d+)$")
+_NEGATIVE_IMAGE_COLUMN = re.compile(r"^negative_image_(\d+)$")
 # row fields that help a user find a bad row in their data, in order of preference
 _ROW_ID_FIELDS = ("id", "image_id", "caption_id", "sample_id", "file_name")
 
 
-def count_negative_columns(column_names: Sequence[str]) -> int:
-    """Number of hard-negative columns ``negative_1..negative_k``; raises if they are not consecutive from 1."""
-    found = sorted(int(m.group(1)) for name in column_names if (m := _NEGATIVE_COLUMN.match(name)))
+def count_negative_columns(column_names: Sequence[str], images: bool = False) -> int:
+    """Number of hard-negative columns ``negative_1..negative_k`` (``images=True``: ``negative_image_1..m``).
+
+    Raises if they are not consecutive from 1.
+    """
+    pattern, stem = (_NEGATIVE_IMAGE_COLUMN, "negative_image_") if images else (_NEGATIVE_COLUMN, "negative_")
+    found = sorted(int(m.group(1)) for name in column_names if (m := pattern.match(name)))
     if found and found != list(range(1, len(found) + 1)):
         raise ValueError(
-            f"hard-negative columns must be negative_1..negative_k without gaps, found "
-            f"{', '.join(f'negative_{i}' for i in found)}"
+            f"hard-negative columns must be {stem}1..{stem}{'m' if images else 'k'} without gaps, found "
+            f"{', '.join(f'{stem}{i}' for i in found)}"
         )
     return len(found)
 
@@ -64,6 +74,8 @@ class HardNegativeCollator:
         num_hard_negatives: how many ``negative_*`` columns to use; ``None``
             counts them in the first batch's rows; ``0`` trains the classic loss
             even when negatives are present.
+        num_hard_negative_images: how many ``negative_image_*`` columns to use (m);
+            ``None`` counts them in the first batch's rows.
         pad_to_multiple_of: round the padded text length up to a multiple of this.
         max_length: truncate texts to this many tokens; ``None`` uses the
             tokenizer's ``model_max_length``.
@@ -88,6 +100,7 @@ class HardNegativeCollator:
     image_column: str = "image"
     caption_column: str = "caption"
     num_hard_negatives: int | None = None
+    num_hard_negative_images: int | None = None
     pad_to_multiple_of: int | None = 8
     max_length: int | None = None
     padding: str = "longest"
@@ -115,6 +128,11 @@ class HardNegativeCollator:
     def _row_label(self, index: int, row: Mapping[str, Any]) -> str:
         ids = [f"{key}={row[key]!r}" for key in _ROW_ID_FIELDS if key in row and row[key] is not None]
         return f"row {index} of the batch" + (f" ({', '.join(ids)})" if ids else "")
+
+    def _num_negative_images(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        if self.num_hard_negative_images is None:  # frozen at the first batch, like k
+            self.num_hard_negative_images = count_negative_columns(list(rows[0].keys()), images=True)
+        return self.num_hard_negative_images
 
     def _num_negatives(self, rows: Sequence[Mapping[str, Any]]) -> int:
         if self.num_hard_negatives is not None:
@@ -144,13 +162,25 @@ class HardNegativeCollator:
             texts.append(text)
         return texts
 
-    def _image(self, index: int, row: Mapping[str, Any]):
-        if self.image_column not in row:
+    def _images(self, index: int, row: Mapping[str, Any], m: int) -> list | None:
+        """The row's image and its m hard-negative images; ``None`` when one is corrupt and such rows are skipped."""
+        images = [self._image(index, row)]
+        for j in range(1, m + 1):
+            column = f"negative_image_{j}"
+            if column not in row:
+                raise KeyError(f"{self._row_label(index, row)} has no column {column!r} (columns: {sorted(row)}); "
+                               f"give every row {m} hard-negative images or lower num_hard_negative_images")
+            images.append(None if images[0] is None else self._image(index, row, column))
+        return None if any(image is None for image in images) else images
+
+    def _image(self, index: int, row: Mapping[str, Any], column: str | None = None):
+        column = column or self.image_column
+        if column not in row:
             raise KeyError(
-                f"{self._row_label(index, row)} has no column {self.image_column!r} (columns: {sorted(row)}); "
+                f"{self._row_label(index, row)} has no column {column!r} (columns: {sorted(row)}); "
                 "set image_column, and keep the column in the dataset (remove_unused_columns=False)"
             )
-        source = row[self.image_column]
+        source = row[column]
         try:
             return open_image(source, self._target)
         except CorruptImageError as err:
@@ -203,6 +233,9 @@ class HardNegativeCollator:
         batch = {"pixel_values": self.image_processor(images=[image], return_tensors="pt")["pixel_values"]}
         batch.update(self._tokenize([""] * (1 + self.num_hard_negatives)))
         batch["num_hard_negatives"] = self.num_hard_negatives
+        if self.num_hard_negative_images:
+            batch["negative_pixel_values"] = batch["pixel_values"].repeat(self.num_hard_negative_images, 1, 1, 1)
+            batch["num_hard_negative_images"] = self.num_hard_negative_images
         batch["num_placeholder_images"] = 1
         if self.skip_corrupt_images:
             batch["num_skipped_images"] = 0
@@ -211,15 +244,16 @@ class HardNegativeCollator:
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if not rows:
             return self.placeholder_batch()
-        k = self._num_negatives(rows)
-        images, positives, negatives, skipped = [], [], [], 0
+        k, m = self._num_negatives(rows), self._num_negative_images(rows)
+        images, negative_images, positives, negatives, skipped = [], [], [], [], 0
         for index, row in enumerate(rows):
             texts = self._texts(index, row, k)  # validate text first: a text error is never skippable
-            image = self._image(index, row)
-            if image is None:
+            decoded = self._images(index, row, m)
+            if decoded is None:
                 skipped += 1
                 continue
-            images.append(image)
+            images.append(decoded[0])
+            negative_images.extend(decoded[1:])
             positives.append(texts[0])
             negatives.extend(texts[1:])
         if not images:
@@ -231,6 +265,10 @@ class HardNegativeCollator:
         batch = {"pixel_values": self.image_processor(images=images, return_tensors="pt")["pixel_values"]}
         batch.update(self._tokenize(positives + negatives))
         batch["num_hard_negatives"] = k
+        if m:
+            batch["negative_pixel_values"] = self.image_processor(images=negative_images,
+                                                                  return_tensors="pt")["pixel_values"]
+            batch["num_hard_negative_images"] = m
         if self.skip_corrupt_images:
             batch["num_skipped_images"] = skipped
         return batch

@@ -8,7 +8,7 @@ reproduces the recipe and every script or YAML file only states what differs.
 
 Fields added to ``TrainingArguments``, by group:
 
-* loss: ``num_hard_negatives``, ``hard_negative_mode``, ``gradient_cache_chunk_size``
+* loss: ``num_hard_negatives``, ``hard_negative_mode``, ``num_hard_negative_images``, ``gradient_cache_chunk_size``
 * data: ``concepts``, ``substitution_seed``, ``skip_corrupt_images``, ``text_pad_to_multiple_of``
 * checkpoints: ``save_fraction_of_data``, ``overwrite_output_dir``
 
@@ -85,6 +85,13 @@ class HardNegCLIPConfig(TrainingArguments):
                   "choices": list(HARD_NEGATIVE_MODES)},
     )
 
+    num_hard_negative_images: int = field(
+        default=0,
+        metadata={"help": "Hard-negative images per caption (columns negative_image_1..m: images that do not "
+                          "match the caption, e.g. an edited copy of its image; see train.py --paired_edits). "
+                          "They enter each caption's side of the loss as its hard negatives (replace or append, "
+                          "as hard_negative_mode says) and are never anchors. 0: text-side negatives only."},
+    )
     gradient_cache_chunk_size: int | None = field(
         default=None,
         metadata={"help": "Gradient caching (GradCache): encode each batch in chunks of this many images per "
@@ -139,6 +146,8 @@ class HardNegCLIPConfig(TrainingArguments):
             raise ValueError(f"num_hard_negatives must be >= 0 (0 = classic training), got {self.num_hard_negatives}")
         if self.hard_negative_mode not in HARD_NEGATIVE_MODES:
             raise ValueError(f"hard_negative_mode must be one of {HARD_NEGATIVE_MODES}, got {self.hard_negative_mode!r}")
+        if self.num_hard_negative_images < 0:
+            raise ValueError(f"num_hard_negative_images must be >= 0, got {self.num_hard_negative_images}")
         if self.gradient_cache_chunk_size is not None and self.gradient_cache_chunk_size < 1:
             raise ValueError(f"gradient_cache_chunk_size must be >= 1 (or unset), got {self.gradient_cache_chunk_size}")
         if not 0 <= self.save_fraction_of_data <= 1:

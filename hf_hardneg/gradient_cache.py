@@ -75,14 +75,18 @@ class _Chunk:
     state: _RandomState | None = None
 
 
-def _chunks(pixel_values, input_ids, attention_mask, k: int, chunk_size: int) -> list[_Chunk]:
+def _chunks(pixel_values, input_ids, attention_mask, k: int, chunk_size: int,
+            negative_pixel_values=None, m: int = 0) -> list[_Chunk]:
+    """Chunks of images with their hard-negative images (after them) and captions (positives, then negatives)."""
     n = pixel_values.shape[0]
     out = []
     for start in range(0, n, chunk_size):
         stop = min(start + chunk_size, n)
         rows = torch.cat([torch.arange(start, stop), n + torch.arange(start * k, stop * k)]).to(input_ids.device)
-        out.append(_Chunk(start, stop, pixel_values[start:stop], input_ids[rows],
-                          None if attention_mask is None else attention_mask[rows]))
+        pixels = pixel_values[start:stop]
+        if m:
+            pixels = torch.cat([pixels, negative_pixel_values[start * m: stop * m]])
+        out.append(_Chunk(start, stop, pixels, input_ids[rows], None if attention_mask is None else attention_mask[rows]))
     return out
 
 
@@ -99,11 +103,13 @@ def gradient_cached_loss(
     chunk_size: int,
     loss_fn: Callable[..., Any],
     generator: torch.Generator | None = None,
+    negative_pixel_values: torch.Tensor | None = None,
 ):
     """The loss output of one batch, its ``loss`` ready for ``backward`` through the chunked re-encoding.
 
     ``input_ids``/``attention_mask`` are the collator's texts: the n positives, then
-    the n*k hard negatives image-major. ``loss_fn`` is a hard-negative loss module;
+    the n*k hard negatives image-major; ``negative_pixel_values`` the n*m hard-negative
+    images, caption-major (or ``None``). ``loss_fn`` is a hard-negative loss module;
     ``generator`` draws its replaced columns, once for the whole batch. Returns
     ``(output, raw_scale)``: the loss module's output, whose ``loss`` is a leaf that,
     back-propagated, runs step 3 of the module docstring, and the logit-scale value
@@ -113,36 +119,40 @@ def gradient_cached_loss(
         raise ValueError(f"gradient_cache_chunk_size must be >= 1, got {chunk_size}")
     device = pixel_values.device
     n, k = pixel_values.shape[0], num_hard_negatives
-    chunks = _chunks(pixel_values, input_ids, attention_mask, k, chunk_size)
+    m = 0 if negative_pixel_values is None else negative_pixel_values.shape[0] // max(n, 1)
+    chunks = _chunks(pixel_values, input_ids, attention_mask, k, chunk_size, negative_pixel_values, m)
 
     # 1. embeddings without a graph, remembering where each chunk's random numbers started
-    images, positives, negatives = [], [], []
+    images, negative_images, positives, negatives = [], [], [], []
     with torch.no_grad():
         for chunk in chunks:
             chunk.state = _RandomState.capture(device)
             image_embeds, text_embeds = encode_batch(model, chunk.pixel_values, chunk.input_ids, chunk.attention_mask)
-            rows = chunk.stop - chunk.start
-            images.append(image_embeds)
+            rows, d = chunk.stop - chunk.start, text_embeds.shape[-1]
+            images.append(image_embeds[:rows])
             positives.append(text_embeds[:rows])
             if k:
-                negatives.append(text_embeds[rows:].reshape(rows, k, text_embeds.shape[-1]))
+                negatives.append(text_embeds[rows:].reshape(rows, k, d))
+            if m:
+                negative_images.append(image_embeds[rows:].reshape(rows, m, d))
 
     # 2. the loss on detached embeddings, and its gradient with respect to them and to the logit parameters
-    leaves = [torch.cat(images).detach().requires_grad_(), torch.cat(positives).detach().requires_grad_()]
-    hard_negatives = torch.cat(negatives).detach().requires_grad_() if k else None
+    def leaf(parts):
+        return torch.cat(parts).detach().requires_grad_() if parts else None
+
+    embeddings = {"images": leaf(images), "positives": leaf(positives), "negatives": leaf(negatives),
+                  "negative_images": leaf(negative_images)}
     raw_scale, raw_bias = logit_parameters(model)
-    scale_leaf = raw_scale.detach().requires_grad_()
-    bias_leaf = raw_bias.detach().requires_grad_() if raw_bias is not None else None
+    logit = {"scale": raw_scale.detach().requires_grad_(),
+             "bias": raw_bias.detach().requires_grad_() if raw_bias is not None else None}
     with torch.enable_grad():
-        scale = scale_from_logit_parameter(scale_leaf, family_of(model))
-        output = loss_fn(leaves[0], leaves[1], hard_negatives, scale, bias_leaf, generator=generator)
-        inputs = [*leaves, *([hard_negatives] if k else []), scale_leaf, *([bias_leaf] if bias_leaf is not None else [])]
-        grads = torch.autograd.grad(output.loss, inputs, allow_unused=True)
-    grads = [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads)]
-    image_grad, positive_grad = grads[0], grads[1]
-    negative_grad = grads[2] if k else None
-    scale_grad = grads[2 + bool(k)]
-    bias_grad = grads[3 + bool(k)] if bias_leaf is not None else None
+        scale = scale_from_logit_parameter(logit["scale"], family_of(model))
+        extra = {"hard_negative_image_embeds": embeddings["negative_images"]} if m else {}
+        output = loss_fn(embeddings["images"], embeddings["positives"], embeddings["negatives"], scale, logit["bias"],
+                         generator=generator, **extra)
+        named = {name: t for name, t in (*embeddings.items(), *logit.items()) if t is not None}
+        grads = dict(zip(named, torch.autograd.grad(output.loss, list(named.values()), allow_unused=True)))
+    grads = {name: torch.zeros_like(named[name]) if g is None else g for name, g in grads.items()}
 
     autocast_enabled, autocast_dtype = _autocast_state(device.type)
     ddp_no_sync = getattr(model, "no_sync", None)
@@ -159,17 +169,20 @@ def gradient_cached_loss(
                 image_embeds, text_embeds = encode_batch(model, chunk.pixel_values, chunk.input_ids,
                                                          chunk.attention_mask)
                 a, b = chunk.start, chunk.stop
-                tensors = [image_embeds, text_embeds[: b - a]]
-                cached = [image_grad[a:b], positive_grad[a:b]]
+                tensors = [image_embeds[: b - a], text_embeds[: b - a]]
+                cached = [grads["images"][a:b], grads["positives"][a:b]]
                 if k:
                     tensors.append(text_embeds[b - a:])
-                    cached.append(negative_grad[a:b].reshape((b - a) * k, -1))
+                    cached.append(grads["negatives"][a:b].reshape((b - a) * k, -1))
+                if m:
+                    tensors.append(image_embeds[b - a:])
+                    cached.append(grads["negative_images"][a:b].reshape((b - a) * m, -1))
                 if last:  # the logit parameters' gradients join the one synchronised backward
                     tensors.append(raw_scale)
-                    cached.append(scale_grad)
+                    cached.append(grads["scale"])
                     if raw_bias is not None:
                         tensors.append(raw_bias)
-                        cached.append(bias_grad)
+                        cached.append(grads["bias"])
                 torch.autograd.backward(tensors, [g.to(t.dtype) * grad_output for t, g in zip(tensors, cached)])
         rng_after.restore()
 

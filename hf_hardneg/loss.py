@@ -93,10 +93,14 @@ class HardNegativeLossOutput:
     positive_similarity: torch.Tensor | None = None
     #: mean cosine similarity of image-own-hard-negative pairs; ``None`` when k=0
     hard_negative_similarity: torch.Tensor | None = None
+    #: share of captions whose image scores higher than each of the caption's own hard-negative
+    #: images; ``None`` without image-side negatives (m=0)
+    image_hard_negative_accuracy: torch.Tensor | None = None
 
     def metrics(self) -> dict[str, torch.Tensor]:
         """The detached scalars worth logging (absent statistics are left out); no host sync here."""
-        names = ("loss", "hard_negative_accuracy", "positive_similarity", "hard_negative_similarity")
+        names = ("loss", "hard_negative_accuracy", "positive_similarity", "hard_negative_similarity",
+                 "image_hard_negative_accuracy")
         return {name: getattr(self, name).detach() for name in names if getattr(self, name) is not None}
 
 
@@ -179,6 +183,19 @@ def draw_replacement_columns(
     return cols if device is None else cols.to(device)
 
 
+def _check_image_negatives(image_embeds, hard_negative_image_embeds) -> int:
+    """Validate the (n, m, d) hard-negative image embeddings and return m (0 when there are none)."""
+    if hard_negative_image_embeds is None:
+        return 0
+    n, d = image_embeds.shape
+    if hard_negative_image_embeds.dim() != 3 or hard_negative_image_embeds.shape[0] != n \
+            or hard_negative_image_embeds.shape[2] != d:
+        raise ValueError(
+            f"hard_negative_image_embeds must be (n, m, d) = ({n}, m, {d}), caption-major (row g holds the images "
+            f"that do not match caption g); got {tuple(hard_negative_image_embeds.shape)}")
+    return hard_negative_image_embeds.shape[1]
+
+
 def _check_inputs(image_embeds, text_embeds, hard_negative_embeds, logit_scale) -> int:
     """Validate shapes (static checks only) and return k."""
     if image_embeds.dim() != 2 or text_embeds.dim() != 2:
@@ -242,6 +259,11 @@ class _Scored:
     labels: torch.Tensor  # (n,) column of each row's positive
     generator: torch.Generator | None
     replace_columns: torch.Tensor | None
+    nimg: torch.Tensor | None = None  # (n, m, d) hard-negative images of this process's captions
+    all_nimg: torch.Tensor | None = None  # (N*m, d) caption-major, gathered in append mode only
+    m: int = 0
+    replace_image_columns: torch.Tensor | None = None
+    text_columns: torch.Tensor | None = None  # the global (N, k') columns the text side replaced, once drawn
 
 
 class _HardNegativeLossBase(nn.Module):
@@ -280,25 +302,33 @@ class _HardNegativeLossBase(nn.Module):
         torch.distributed.broadcast(cols, src=src, group=self.group)
         return cols
 
-    def _features(self, image_embeds, text_embeds, hard_negative_embeds, k, sizes, rank):
+    def _features(self, image_embeds, text_embeds, hard_negative_embeds, k, sizes, rank,
+                  hard_negative_image_embeds=None, m=0):
         """Normalise, then gather what the local rows need (one collective).
 
-        Returns local (img, txt, hn) and global (img, txt, hn_flat); hn_flat is
-        image-major (row g*k + j) and only gathered in append mode.
+        Returns local (img, txt, hn, nimg) and global (img, txt, hn_flat, nimg_flat);
+        the flat negatives are image-major (row g*k + j) resp. caption-major (g*m + j)
+        and only gathered in append mode.
         """
-        dtype = _compute_dtype(image_embeds, text_embeds, *([hard_negative_embeds] if k else []))
+        extra = [t for t, count in ((hard_negative_embeds, k), (hard_negative_image_embeds, m)) if count]
+        dtype = _compute_dtype(image_embeds, text_embeds, *extra)
         img = F.normalize(image_embeds.to(dtype), dim=-1)
         txt = F.normalize(text_embeds.to(dtype), dim=-1)
         hn = F.normalize(hard_negative_embeds.to(dtype), dim=-1) if k else None
+        nimg = F.normalize(hard_negative_image_embeds.to(dtype), dim=-1) if m else None
+        d = img.shape[-1]
+        # per row [img, pos, neg_1..neg_k, neg_image_1..neg_image_m]: gathering keeps each row's own negatives
         parts = [img[:, None], txt[:, None]]
-        if k and self.mode == "append":
-            parts.append(hn)  # per image [img, pos, neg_1..neg_k]: gathering keeps each image's own negatives
+        gather_hn, gather_nimg = bool(k and self.mode == "append"), bool(m and self.mode == "append")
+        parts += [hn] if gather_hn else []
+        parts += [nimg] if gather_nimg else []
         if len(sizes) == 1:  # one process: nothing to gather
-            return img, txt, hn, img, txt, (hn.reshape(-1, img.shape[-1]) if len(parts) > 2 else None)
+            return (img, txt, hn, nimg, img, txt, hn.reshape(-1, d) if gather_hn else None,
+                    nimg.reshape(-1, d) if gather_nimg else None)
         stacked = distributed.all_gather_with_grad(torch.cat(parts, dim=1), sizes, self.group)
-        all_img, all_txt = stacked[:, 0], stacked[:, 1]
-        all_hn = stacked[:, 2:].reshape(-1, img.shape[-1]) if stacked.shape[1] > 2 else None
-        return img, txt, hn, all_img, all_txt, all_hn
+        all_hn = stacked[:, 2:2 + k].reshape(-1, d) if gather_hn else None
+        all_nimg = stacked[:, 2 + (k if gather_hn else 0):].reshape(-1, d) if gather_nimg else None
+        return img, txt, hn, nimg, stacked[:, 0], stacked[:, 1], all_hn, all_nimg
 
     @staticmethod
     def _stats(img, txt, hn):
@@ -326,6 +356,8 @@ class _HardNegativeLossBase(nn.Module):
         logit_bias: torch.Tensor | float | None = None,
         generator: torch.Generator | None = None,
         replace_columns: torch.Tensor | None = None,
+        hard_negative_image_embeds: torch.Tensor | None = None,
+        replace_image_columns: torch.Tensor | None = None,
     ) -> HardNegativeLossOutput:
         """Loss for this process's images and captions.
 
@@ -337,19 +369,28 @@ class _HardNegativeLossBase(nn.Module):
         every process -- without one, process 0 draws from the default RNG and
         broadcasts. ``replace_columns`` (global (N, k), from
         :func:`draw_replacement_columns`) overrides it.
+
+        ``hard_negative_image_embeds`` (n, m, d): for caption g, m images that do not
+        match it (an edited copy of image g, say). They enter caption g's side of the
+        loss the way text hard negatives enter image g's (replacing m other images, or
+        appended); they are never anchors. ``replace_image_columns`` ((N, m)) fixes
+        which images they replace.
         """
         k = _check_inputs(image_embeds, text_embeds, hard_negative_embeds, logit_scale)
+        m = _check_image_negatives(image_embeds, hard_negative_image_embeds)
         with torch.autocast(device_type=image_embeds.device.type, enabled=False):
             sizes, rank = self._layout(image_embeds.shape[0], image_embeds.device)
-            img, txt, hn, all_img, all_txt, all_hn = self._features(
-                image_embeds, text_embeds, hard_negative_embeds, k, sizes, rank)
+            img, txt, hn, nimg, all_img, all_txt, all_hn, all_nimg = self._features(
+                image_embeds, text_embeds, hard_negative_embeds, k, sizes, rank, hard_negative_image_embeds, m)
             b = _Scored(img, txt, hn, all_img, all_txt, all_hn, _as_scale(logit_scale, img),
                         None if logit_bias is None else _as_scale(logit_bias, img), k, sizes, rank,
-                        torch.arange(img.shape[0], device=img.device) + sum(sizes[:rank]), generator, replace_columns)
+                        torch.arange(img.shape[0], device=img.device) + sum(sizes[:rank]), generator, replace_columns,
+                        nimg, all_nimg, m, replace_image_columns)
             terms_sum, logits_per_image, logits_per_text = self._terms(b)
             pos_sim, neg_sim, accuracy = self._stats(img, txt, hn)
+            image_accuracy = self._stats(txt, img, nimg)[2] if m else None
         return HardNegativeLossOutput(self._share(terms_sum, sizes), accuracy, logits_per_image, logits_per_text,
-                                      pos_sim, neg_sim)
+                                      pos_sim, neg_sim, image_accuracy)
 
     def _terms(self, b: "_Scored") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``(sum of this process's loss terms, image rows, caption rows or None)``; the loss's own maths."""
@@ -357,22 +398,36 @@ class _HardNegativeLossBase(nn.Module):
 
     def _image_rows(self, logits, b: "_Scored"):
         """This process's image rows: ``logits`` (n, N) with hard negatives replaced in or appended."""
-        img, hn, scale, k, sizes, rank = b.img, b.hn, b.scale, b.k, b.sizes, b.rank
-        generator, replace_columns = b.generator, b.replace_columns
-        if k == 0:
-            return logits
+        rows, cols = self._with_own_negatives(logits, b.img, b.hn, b.all_hn, b.k, b, b.replace_columns)
+        b.text_columns = cols
+        return rows
+
+    def _caption_rows(self, logits, b: "_Scored"):
+        """This process's caption rows: ``logits`` (n, N images) with hard-negative images replaced in or appended."""
+        return self._with_own_negatives(logits, b.txt, b.nimg, b.all_nimg, b.m, b, b.replace_image_columns)[0]
+
+    def _with_own_negatives(self, logits, anchors, own, all_own, count, b: "_Scored", fixed_columns):
+        """Rows of ``anchors`` scored against N columns, with each row's ``count`` own negatives.
+
+        append: every row also scores all gathered negatives (extra columns); replace:
+        ``count`` random off-diagonal columns of each row take its own negatives (drawn
+        for the global batch). Returns ``(rows, global replaced columns or None)``.
+        """
+        if count == 0:
+            return logits, None
         if self.mode == "append":
-            return torch.cat([logits, scale * (img @ b.all_hn.T)], dim=1)
-        offset, n, total = sum(sizes[:rank]), img.shape[0], sum(sizes)
-        # A global batch of N <= k images (the short last batch of an epoch, or one thinned by skipped
-        # corrupt images) has only N-1 other captions to replace: the remaining hard negatives are
-        # appended to the row, which then scores the positive against all k of its own hard negatives.
-        replaced = min(k, total - 1)
-        cols = self._columns(total, replaced, generator, replace_columns, img.device)[offset: offset + n]
-        own = scale * (img[:, None] * hn).sum(-1)
-        if replaced < k:
-            return torch.cat([logits.scatter(1, cols, own[:, :replaced]), own[:, replaced:]], dim=1)
-        return logits.scatter(1, cols, own)
+            return torch.cat([logits, b.scale * (anchors @ all_own.T)], dim=1), None
+        offset, n, total = sum(b.sizes[:b.rank]), anchors.shape[0], sum(b.sizes)
+        # A global batch of N <= count rows (the short last batch of an epoch, or one thinned by skipped
+        # corrupt images) has only N-1 other columns to replace: the remaining own negatives are
+        # appended to the row, which then scores the positive against all of its own negatives.
+        replaced = min(count, total - 1)
+        all_cols = self._columns(total, replaced, b.generator, fixed_columns, anchors.device)
+        cols = all_cols[offset: offset + n]
+        scores = b.scale * (anchors[:, None] * own).sum(-1)
+        if replaced < count:
+            return torch.cat([logits.scatter(1, cols, scores[:, :replaced]), scores[:, replaced:]], dim=1), all_cols
+        return logits.scatter(1, cols, scores), all_cols
 
 
 class HardNegativeContrastiveLoss(_HardNegativeLossBase):
@@ -399,9 +454,9 @@ class HardNegativeContrastiveLoss(_HardNegativeLossBase):
         ``logit_bias`` cannot change a softmax, so it is ignored.
         """
         plain = b.scale * (b.img @ b.all_txt.T)
+        logits_per_image = self._image_rows(plain, b)  # text side first: its draws do not depend on m
         # positives only: hard negatives are never anchors. One process: the same matrix, transposed.
-        logits_per_text = plain.T if len(b.sizes) == 1 else b.scale * (b.txt @ b.all_img.T)
-        logits_per_image = self._image_rows(plain, b)
+        logits_per_text = self._caption_rows(plain.T if len(b.sizes) == 1 else b.scale * (b.txt @ b.all_img.T), b)
         loss = 0.5 * (F.cross_entropy(logits_per_image, b.labels, reduction="sum")
                       + F.cross_entropy(logits_per_text, b.labels, reduction="sum"))
         return loss, logits_per_image, logits_per_text
@@ -424,12 +479,72 @@ class HardNegativeSigmoidLoss(_HardNegativeLossBase):
         super().__init__(mode=mode, gather_across_processes=gather_across_processes, group=group)
 
     def _terms(self, b: "_Scored"):
-        """One binary term per (image, caption) pair of the image rows; ``logit_bias`` (None = 0) shifts every score."""
+        """One binary term per (image, caption) pair of the image rows; ``logit_bias`` (None = 0) shifts every score.
+
+        Hard-negative images are negative pairs of their own caption: appended, every
+        caption also meets every hard-negative image of the batch; replacing, each
+        caption's own m images take the place of m of its pairs with other images
+        (pairs the text side already replaced are not drawn).
+        """
         logits = self._image_rows(b.scale * (b.img @ b.all_txt.T), b)
         if b.bias is not None:
             logits = logits + b.bias
         signs = 2.0 * F.one_hot(b.labels, logits.shape[1]).to(logits.dtype) - 1.0  # +1 positive pair, -1 otherwise
-        return -F.logsigmoid(signs * logits).sum(), logits, None
+        terms = -F.logsigmoid(signs * logits)
+        total = terms.sum()
+        if b.m:
+            total = total + self._image_negative_terms(terms, b)
+        return total, logits, None
+
+    def _negative_pairs(self, images: torch.Tensor, captions: torch.Tensor, b: "_Scored") -> torch.Tensor:
+        scores = b.scale * (images * captions).sum(-1)
+        return -F.logsigmoid(-(scores + b.bias if b.bias is not None else scores)).sum()
+
+    def _image_negative_terms(self, terms: torch.Tensor, b: "_Scored") -> torch.Tensor:
+        d = b.img.shape[-1]
+        if self.mode == "append":  # each pair once, by the process that holds the negative image
+            own = b.nimg.reshape(-1, d)
+            return self._negative_pairs(own[:, None], b.all_txt[None], b)
+        added = self._negative_pairs(b.nimg, b.txt[:, None], b)
+        total, offset, n = sum(b.sizes), sum(b.sizes[:b.rank]), b.img.shape[0]
+        picks, valid = self._dropped_pairs(total, b)
+        local = (picks >= offset) & (picks < offset + n) & valid  # pairs (image r, caption g) held here
+        captions = torch.arange(total, device=picks.device)[:, None].expand_as(picks)
+        removed = terms[picks[local] - offset, captions[local]].sum()
+        return added - removed
+
+    def _dropped_pairs(self, total: int, b: "_Scored") -> tuple[torch.Tensor, torch.Tensor]:
+        """For each caption g, the images r whose pair (r, g) its own negative images replace: ``(N, m')`` and valid.
+
+        Uniform among the other images whose pair with g is still there (the text side may
+        have replaced it); identical on every process.
+        """
+        count = min(b.m, total - 1)
+        device = b.img.device
+
+        def draw(generator):
+            keys = torch.rand((total, total), generator=generator,
+                              device=generator.device if generator is not None else "cpu").to(device)
+            keys.fill_diagonal_(float("inf"))
+            if b.text_columns is not None:  # row r of the images replaced the pairs (r, c) for c in its columns
+                rows = torch.arange(total, device=device)[:, None].expand_as(b.text_columns)
+                keys[b.text_columns.to(device), rows] = float("inf")
+            values, picks = keys.topk(count, dim=1, largest=False)
+            return picks, torch.isfinite(values)
+
+        if b.replace_image_columns is not None:
+            if tuple(b.replace_image_columns.shape) != (total, count):
+                raise ValueError(f"replace_image_columns must be (global batch, m) = ({total}, {count}); got "
+                                 f"{tuple(b.replace_image_columns.shape)}")
+            picks = b.replace_image_columns.to(device)
+            return picks, picks != torch.arange(total, device=device)[:, None]
+        if b.generator is not None or not (self.gather_across_processes and distributed.is_distributed(self.group)):
+            return draw(b.generator)
+        picks, valid = draw(None)  # no generator under several processes: the first process's draw counts
+        both = torch.cat([picks, valid.long()], dim=1)
+        src = 0 if self.group is None else torch.distributed.get_global_rank(self.group, 0)
+        torch.distributed.broadcast(both, src=src, group=self.group)
+        return both[:, :count], both[:, count:].bool()
 
 
 def build_loss_for(model: nn.Module, mode: Mode = "replace", **kwargs) -> _HardNegativeLossBase:

@@ -83,22 +83,25 @@ class _MetricSums:
 
     scale: torch.Tensor  # sum of the logit scale over micro-batches (0-d, float64, on the device)
     correct: torch.Tensor  # rows whose positive beat each of their hard negatives
+    image_correct: torch.Tensor  # captions whose image beat each of their hard-negative images
     micro_batches: float = 0.0
     rows_with_negatives: float = 0.0
+    rows_with_negative_images: float = 0.0
     rows: float = 0.0
     skipped: float = 0.0
 
-    _HOST = ("micro_batches", "rows_with_negatives", "rows", "skipped")
+    _DEVICE = ("scale", "correct", "image_correct")
+    _HOST = ("micro_batches", "rows_with_negatives", "rows_with_negative_images", "rows", "skipped")
 
     def __add__(self, other: "_MetricSums") -> "_MetricSums":
-        return _MetricSums(self.scale + other.scale, self.correct + other.correct,
-                           *(getattr(self, f) + getattr(other, f) for f in self._HOST))
+        return _MetricSums(*(getattr(self, f) + getattr(other, f) for f in (*self._DEVICE, *self._HOST)))
 
     def reduce(self, accelerator) -> dict[str, float]:
         """Every field summed over all processes (one collective)."""
         host = torch.tensor([getattr(self, f) for f in self._HOST], dtype=torch.float64, device=self.scale.device)
-        totals = accelerator.reduce(torch.cat([torch.stack([self.scale, self.correct]), host]), reduction="sum")
-        return dict(zip(("scale", "correct", *self._HOST), totals.tolist()))
+        device = torch.stack([getattr(self, f) for f in self._DEVICE])
+        totals = accelerator.reduce(torch.cat([device, host]), reduction="sum")
+        return dict(zip((*self._DEVICE, *self._HOST), totals.tolist()))
 
 
 def _merged_results(evaluators: list, step: int) -> dict[str, Any] | None:
@@ -197,6 +200,7 @@ class HardNegCLIPTrainer(Trainer):
                 image_column=image_column,
                 caption_column=caption_column,
                 num_hard_negatives=args.num_hard_negatives,
+                num_hard_negative_images=args.num_hard_negative_images,
                 pad_to_multiple_of=args.text_pad_to_multiple_of,
                 max_length=max_text_length(model, tokenizer),
                 padding=family_of(model).text_padding,
@@ -385,32 +389,40 @@ class HardNegCLIPTrainer(Trainer):
                 f"{self.args.num_hard_negatives}; build the collator with num_hard_negatives="
                 f"{self.args.num_hard_negatives} or change the config"
             )
-        pixel_values = inputs["pixel_values"]
+        m = int(inputs.get("num_hard_negative_images", 0))
+        if m != self.args.num_hard_negative_images:
+            raise ValueError(f"the batch has {m} hard-negative images per caption but the config says "
+                             f"num_hard_negative_images={self.args.num_hard_negative_images}")
+        pixel_values, negative_pixels = inputs["pixel_values"], inputs.get("negative_pixel_values")
         chunk_size = self.args.gradient_cache_chunk_size
         if chunk_size and model.training and torch.is_grad_enabled() and not inputs.get("num_placeholder_images"):
             # the whole batch as one contrastive problem, encoded chunk by chunk (hf_hardneg/gradient_cache.py)
             output, scale = gradient_cached_loss(model, pixel_values, inputs["input_ids"], inputs.get("attention_mask"),
-                                                 k, chunk_size, self.loss_fn, generator=self._generator(True))
-            self._record(True, scale, output.hard_negative_accuracy, pixel_values.shape[0],
-                         inputs.get("num_skipped_images", 0))
+                                                 k, chunk_size, self.loss_fn, generator=self._generator(True),
+                                                 negative_pixel_values=negative_pixels)
+            self._record(True, scale, output, pixel_values.shape[0], inputs.get("num_skipped_images", 0))
             return (output.loss, output) if return_outputs else output.loss
-        image_embeds, text_embeds = encode_batch(model, pixel_values, inputs["input_ids"],
-                                                 inputs.get("attention_mask"))
+        num_images = pixel_values.shape[0]
+        all_pixels = torch.cat([pixel_values, negative_pixels]) if m else pixel_values
+        image_embeds, text_embeds = encode_batch(model, all_pixels, inputs["input_ids"], inputs.get("attention_mask"))
+        negative_images = image_embeds[num_images:].reshape(num_images, m, -1) if m else None
+        image_embeds = image_embeds[:num_images]
         # A placeholder (this process's share of an epoch's last global batch is empty) runs through the model
         # so that DDP sees every parameter used, and joins the loss's gathers with zero rows; it adds nothing.
         untouched = None
         if inputs.get("num_placeholder_images"):
-            untouched = 0.0 * (image_embeds.sum() + text_embeds.sum())
+            untouched = 0.0 * (image_embeds.sum() + text_embeds.sum() + (negative_images.sum() if m else 0.0))
             image_embeds, text_embeds = image_embeds[:0], text_embeds[:0]
+            negative_images = negative_images[:0] if m else None
         num_images = image_embeds.shape[0]
         positives, negatives = split_text_embeds(text_embeds, num_images, k)
         scale, bias = logit_scale_and_bias(model)
+        extra = {"hard_negative_image_embeds": negative_images} if m else {}
         output = self.loss_fn(image_embeds, positives, negatives, scale, bias,
-                              generator=self._generator(model.training))
+                              generator=self._generator(model.training), **extra)
         if untouched is not None:
             output.loss = output.loss + untouched
-        self._record(model.training, scale, output.hard_negative_accuracy, num_images,
-                     inputs.get("num_skipped_images", 0))
+        self._record(model.training, scale, output, num_images, inputs.get("num_skipped_images", 0))
         return (output.loss, output) if return_outputs else output.loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -482,7 +494,7 @@ class HardNegCLIPTrainer(Trainer):
 
     # -- metrics -----------------------------------------------------------------------------
 
-    def _record(self, training: bool, scale, accuracy, num_images: int, skipped) -> None:
+    def _record(self, training: bool, scale, output, num_images: int, skipped) -> None:
         """Accumulate one micro-batch's metrics without a host sync.
 
         Values computed on the device (logit scale, correct hard-negative rows) stay
@@ -492,12 +504,17 @@ class HardNegCLIPTrainer(Trainer):
         mode = "train" if training else "eval"
         if training and self._window_start is None:
             self._window_start = time.perf_counter()
+        accuracy = getattr(output, "hard_negative_accuracy", None)
+        image_accuracy = getattr(output, "image_hard_negative_accuracy", None)
         with torch.no_grad():
             scale = scale.detach().reshape(()).double()
-            correct = accuracy.detach().reshape(()).double() * num_images if accuracy is not None \
-                else torch.zeros_like(scale)
-        sums = _MetricSums(scale, correct, 1.0, float(num_images) if accuracy is not None else 0.0,
-                           float(num_images), float(skipped))
+
+            def won(share):  # rows won, from a mean over this process's rows
+                return share.detach().reshape(()).double() * num_images if share is not None else torch.zeros_like(scale)
+
+            correct, image_correct = won(accuracy), won(image_accuracy)
+        sums = _MetricSums(scale, correct, image_correct, 1.0, float(num_images) if accuracy is not None else 0.0,
+                           float(num_images) if image_accuracy is not None else 0.0, float(num_images), float(skipped))
         self._metric_sums[mode] = self._metric_sums[mode] + sums if mode in self._metric_sums else sums
 
     def get_batch_samples(self, *args, **kwargs):
@@ -523,6 +540,9 @@ class HardNegCLIPTrainer(Trainer):
                 logs[f"{prefix}logit_scale"] = round(totals["scale"] / totals["micro_batches"], 4)
             if totals["rows_with_negatives"]:
                 logs[f"{prefix}hard_negative_accuracy"] = round(totals["correct"] / totals["rows_with_negatives"], 4)
+            if totals["rows_with_negative_images"]:
+                logs[f"{prefix}image_hard_negative_accuracy"] = round(
+                    totals["image_correct"] / totals["rows_with_negative_images"], 4)
             if self.args.skip_corrupt_images:
                 self._skipped_images[prefix] = self._skipped_images.get(prefix, 0) + int(totals["skipped"])
                 logs[f"{prefix}skipped_images"] = self._skipped_images[prefix]  # running total

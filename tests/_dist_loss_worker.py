@@ -33,41 +33,44 @@ from hf_hardneg.loss import (  # noqa: E402
 LOSSES = {"contrastive": HardNegativeContrastiveLoss, "sigmoid": HardNegativeSigmoidLoss}
 
 
-def global_batch(total: int, k: int, d: int, seed: int):
+def global_batch(total: int, k: int, d: int, seed: int, m: int = 0):
     # float64: the distributed and the one-process computation then agree to ~1e-15 on any CPU
     g = torch.Generator().manual_seed(seed)
     img = torch.randn(total, d, generator=g, dtype=torch.float64)
     txt = img + torch.randn(total, d, generator=g, dtype=torch.float64)
     hn = txt[:, None] + 0.5 * torch.randn(total, k, d, generator=g, dtype=torch.float64)
-    return img, txt, hn, torch.tensor(4.0, dtype=torch.float64), torch.tensor(-2.0, dtype=torch.float64)
+    nimg = img[:, None] + 0.5 * torch.randn(total, m, d, generator=g, dtype=torch.float64) if m else None
+    return img, txt, hn, torch.tensor(4.0, dtype=torch.float64), torch.tensor(-2.0, dtype=torch.float64), nimg
 
 
-def run(loss_name, mode, k, sizes, rank, world, use_generator=True, d=6, seed=0):
-    """Max |distributed - reference| over loss, accuracy and every gradient."""
+def run(loss_name, mode, k, sizes, rank, world, use_generator=True, d=6, seed=0, m=0):
+    """Max |distributed - reference| over loss, accuracy and every gradient (m: hard-negative images per caption)."""
     total = sum(sizes)
     offset, n = sum(sizes[:rank]), sizes[rank]
-    img, txt, hn, scale, bias = global_batch(total, k, d, seed)
+    img, txt, hn, scale, bias, nimg = global_batch(total, k, d, seed, m)
     cls = LOSSES[loss_name]
 
     # reference: one process, whole global batch
     ref_leaves = [t.clone().requires_grad_(True) for t in (img, txt, hn, scale, bias)]
+    ref_nimg = nimg.clone().requires_grad_(True) if m else None
     if use_generator:
         ref_kwargs = dict(generator=replacement_generator(seed, 3))
     else:
         torch.manual_seed(1234)  # the default RNG state that process 0 draws from below
         ref_kwargs = dict(replace_columns=draw_replacement_columns(total, k))
-    ref = cls(mode, gather_across_processes=False)(*ref_leaves, **ref_kwargs)
+    ref = cls(mode, gather_across_processes=False)(*ref_leaves, **ref_kwargs, hard_negative_image_embeds=ref_nimg)
     ref.loss.backward()
 
     # distributed: this process's slice
     mine = [t[offset: offset + n].clone().requires_grad_(True) for t in (img, txt, hn)]
+    my_nimg = nimg[offset: offset + n].clone().requires_grad_(True) if m else None
     params = [t.clone().requires_grad_(True) for t in (scale, bias)]
     if use_generator:
         kwargs = dict(generator=replacement_generator(seed, 3))
     else:
         torch.manual_seed(1234 if rank == 0 else 999)  # only process 0's draw may count
         kwargs = {}
-    out = cls(mode)(*mine, *params, **kwargs)
+    out = cls(mode)(*mine, *params, **kwargs, hard_negative_image_embeds=my_nimg)
     # the loss already returns this process's share of the global mean (its sum times W/N), so DDP's
     # plain average over processes is exact even when the sizes differ; the accuracy is a local mean,
     # weighted here by the process's share of images
@@ -99,6 +102,10 @@ def run(loss_name, mode, k, sizes, rank, world, use_generator=True, d=6, seed=0)
         errors[name] = (local.grad / world - reference.grad[offset: offset + n]).abs().max().item()
     if n == 0:
         errors["logits_per_image"] = 0.0 if out.logits_per_image.shape[0] == 0 else float("inf")
+    if m and n:
+        errors["hard_negative_image_grad"] = (my_nimg.grad / world - ref_nimg.grad[offset: offset + n]).abs().max().item()
+        errors["image_accuracy"] = (mean_over_processes(out.image_hard_negative_accuracy * weight)
+                                    - ref.image_hard_negative_accuracy).abs().item()
     # the whole gradient of the reference is reachable (no silent zero)
     used = ref_leaves if loss_name == "sigmoid" else ref_leaves[:4]
     errors["reference_grad_nonzero"] = float(all(t.grad.abs().sum() > 0 for t in used))
@@ -135,6 +142,12 @@ def main() -> None:
         results["contrastive-append-k2-uneven"] = run("contrastive", "append", 2, uneven, rank, world)
         results["sigmoid-replace-k2-uneven"] = run("sigmoid", "replace", 2, uneven, rank, world)
         results["contrastive-replace-k3-uneven"] = run("contrastive", "replace", 3, uneven, rank, world)
+        # hard-negative images (m = 1, 2) beside k = 3 text negatives, equal and unequal sizes
+        for loss_name in LOSSES:
+            for mode in ("replace", "append"):
+                for m in (1, 2):
+                    results[f"{loss_name}-{mode}-k3-m{m}"] = run(loss_name, mode, 3, [4] * world, rank, world, m=m)
+                results[f"{loss_name}-{mode}-k1-m2-uneven"] = run(loss_name, mode, 1, uneven, rank, world, m=2)
         # an epoch's short last batch can leave a process with no rows at all: it still takes part
         empty_first = [0, 5] + [4] * (world - 2)
         empty_last = [5] + [0] * (world - 1)

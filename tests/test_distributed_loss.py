@@ -61,7 +61,11 @@ def test_gather_keeps_rank_order_and_sums_gradients(results):
 CASES = [f"{loss}-{mode}-k{k}" for loss in ("contrastive", "sigmoid") for mode in ("replace", "append") for k in (1, 3)]
 
 
-@pytest.mark.parametrize("case", CASES + ["contrastive-replace-k2-default-rng"])
+IMAGE_CASES = [f"{loss}-{mode}-{which}" for loss in ("contrastive", "sigmoid") for mode in ("replace", "append")
+               for which in ("k3-m1", "k3-m2", "k1-m2-uneven")]
+
+
+@pytest.mark.parametrize("case", CASES + ["contrastive-replace-k2-default-rng"] + IMAGE_CASES)
 def test_two_processes_equal_one_process(results, case):
     for rank, rank_results in enumerate(results):
         errors = dict(rank_results[case])

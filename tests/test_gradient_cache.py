@@ -243,3 +243,30 @@ def test_two_processes_cached_equal_one_process_uncached(tmp_path, tiny_clip_dir
         _assert_same(got, capture.grads)
         # the chunk passes but the last skip DDP's reduction: gradients are reduced once, as without caching
         assert distributed[f"{name}/reductions"] == distributed["uncached/reductions"] > 0
+
+
+@pytest.mark.parametrize("mode", ["replace", "append"])
+@pytest.mark.parametrize("kind", ["clip", "siglip"])
+def test_cached_step_with_hard_negative_images(tiny_captions, kind, mode):
+    model, batch = _batch(tiny_captions, kind, 1)
+    negative_pixels = torch.flip(batch["pixel_values"], dims=[-1]).repeat_interleave(2, dim=0)  # m = 2 per caption
+    loss_fn = build_loss_for(model, mode)
+
+    model.zero_grad()
+    embeds, texts = encode_batch(model, torch.cat([batch["pixel_values"], negative_pixels]), batch["input_ids"],
+                                 batch["attention_mask"])
+    positives, negatives = split_text_embeds(texts, 8, 1)
+    scale, bias = logit_scale_and_bias(model)
+    out = loss_fn(embeds[:8], positives, negatives, scale, bias, generator=replacement_generator(5, 0),
+                  hard_negative_image_embeds=embeds[8:].reshape(8, 2, -1))
+    out.loss.backward()
+    expected = _grads(model)
+
+    model.zero_grad()
+    cached, _ = gradient_cached_loss(model, batch["pixel_values"], batch["input_ids"], batch["attention_mask"], 1, 3,
+                                     loss_fn, generator=replacement_generator(5, 0),
+                                     negative_pixel_values=negative_pixels)
+    cached.loss.backward()
+    assert cached.loss.item() == pytest.approx(out.loss.item(), rel=1e-12)
+    assert cached.image_hard_negative_accuracy.item() == out.image_hard_negative_accuracy.item()
+    _assert_same(_grads(model), expected)

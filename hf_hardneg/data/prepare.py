@@ -71,9 +71,27 @@ class ImageCaptionDataArguments:
         default=None, metadata={"help": "Keep only the first N evaluation rows (after concept filtering)."})
     preprocessing_num_workers: int | None = field(
         default=None, metadata={"help": "Processes for the substitution pass over a non-streaming dataset."})
+    paired_edits: bool = field(
+        default=False,
+        metadata={"help": "The data are original/edited image pairs (InpaintCOCO's layout by default): each pair "
+                          "trains as rows whose hard negatives are the other side's caption (negative_1) and image "
+                          "(negative_image_1). --image_column/--caption_column name the original side."})
+    edited_image_column: str = field(
+        default="inpaint_image", metadata={"help": "With --paired_edits: the column of the edited images."})
+    edited_caption_column: str = field(
+        default="inpaint_caption", metadata={"help": "With --paired_edits: the captions true for the edited images."})
+    paired_rows: str = field(
+        default="both", metadata={"help": "With --paired_edits: which rows a pair gives: both, original (the "
+                                          "photograph against the edit) or edited (the edit against the photograph).",
+                                  "choices": ["both", "original", "edited"]})
     skip_invalid_captions: bool = field(
         default=False, metadata={"help": "Leave out COCO captions that are null, blank or not text (counted and "
                                          "logged) instead of stopping at the first one with its file and row."})
+
+    @property
+    def prepared_columns(self) -> tuple[str, str]:
+        """The image and caption columns of the prepared rows (``--paired_edits`` makes its own)."""
+        return ("image", "caption") if self.paired_edits else (self.image_column, self.caption_column)
 
 
 def prepare_image_column(dataset: Any, image_column: str = "image") -> Any:
@@ -166,6 +184,12 @@ def prepare_dataset(dataset: Any, args: Any, *, image_column: str | None = "imag
         if k > 0 and not args.concepts and count_negative_columns(columns) < k:
             raise ValueError(f"--num_hard_negatives {k} but the {role} data has {count_negative_columns(columns)} "
                              "negative_* columns; pass --concepts to generate them")
+        m = getattr(args, "num_hard_negative_images", 0)
+        if m > count_negative_columns(columns, images=True):
+            raise ValueError(f"--num_hard_negative_images {m} but the {role} data has "
+                             f"{count_negative_columns(columns, images=True)} negative_image_* columns; give the "
+                             "images that do not match each caption in negative_image_1..m, or train on "
+                             "original/edited pairs with --paired_edits")
     if needs_concepts(dataset, args):
         logger.info("applying concepts %s (keyword subset, %d hard negatives per row)", args.concepts,
                     args.num_hard_negatives)
@@ -258,6 +282,17 @@ def load_training_data(data_args: ImageCaptionDataArguments, config: Any) -> tup
     num_proc = None if data_args.streaming else data_args.preprocessing_num_workers
     common = dict(image_column=data_args.image_column, caption_column=data_args.caption_column,
                   num_proc=num_proc, source=_source_name(data_args))
+    if data_args.paired_edits:
+        from hf_hardneg.data.paired_edits import paired_edit_rows
+
+        def rows(pairs):
+            return None if pairs is None else paired_edit_rows(
+                pairs, original_image_column=data_args.image_column, original_caption_column=data_args.caption_column,
+                edited_image_column=data_args.edited_image_column,
+                edited_caption_column=data_args.edited_caption_column, pairing=data_args.paired_rows)
+
+        train, evaluation = rows(train), rows(evaluation)
+        common.update(zip(("image_column", "caption_column"), data_args.prepared_columns))
     with config.main_process_first(desc="hard negatives"):
         train = prepare_dataset(train, config, role="training", limit=data_args.max_train_samples, **common)
         if evaluation is not None:
