@@ -252,8 +252,10 @@ def encode_batch(
     pixel_values: torch.Tensor,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
+    *,
+    with_logit_scale: bool = False,
     **kwargs: Any,
-) -> tuple[torch.Tensor, torch.Tensor]:
+):
     """Image and text embeddings from ONE call of ``model(...)``; L2-normalised.
 
     Use this in training. DistributedDataParallel only all-reduces gradients
@@ -262,10 +264,30 @@ def encode_batch(
     may differ from the number of images (positives plus hard negatives).
     The vectors come back normalised (that is what the models' forward returns);
     the losses normalise again, which does not change the values.
+
+    ``with_logit_scale=True`` also returns the logit scale (``exp``'d and clamped,
+    see :func:`logit_scale_and_bias`) and the bias, read DURING the forward: FSDP2
+    and DeepSpeed ZeRO-3 hold a model's parameters whole only while its forward
+    runs, so reading them afterwards would see a shard. Returns
+    ``(image_embeds, text_embeds)`` or ``(image_embeds, text_embeds, scale, bias)``.
     """
-    _family(model)  # clear error before running a large forward
-    out = model(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask,
-                return_loss=False, **kwargs)
+    inner, family = _family(model)  # clear error before running a large forward
+    captured: dict[str, Any] = {}
+    handle = None
+    if with_logit_scale:
+        def read_logit_parameters(module, args, output):
+            raw, bias = logit_parameters(module)
+            # new tensors, not views: the parameters' storage may be freed (resharded) right after this hook
+            captured["scale"] = scale_from_logit_parameter(raw, family)
+            captured["bias"] = bias.clone() if bias is not None else None
+
+        handle = inner.register_forward_hook(read_logit_parameters, prepend=True)
+    try:
+        out = model(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask,
+                    return_loss=False, **kwargs)
+    finally:
+        if handle is not None:
+            handle.remove()
     image_embeds = getattr(out, "image_embeds", None)
     text_embeds = getattr(out, "text_embeds", None)
     if image_embeds is None or text_embeds is None:
@@ -274,6 +296,8 @@ def encode_batch(
             text_embeds, image_embeds = out[2], out[3]
         else:
             raise TypeError(f"{type(unwrap_model(model)).__name__}.forward returned no image/text embeddings")
+    if with_logit_scale:
+        return image_embeds, text_embeds, captured["scale"], captured["bias"]
     return image_embeds, text_embeds
 
 

@@ -59,7 +59,7 @@ from hf_hardneg.config import HardNegCLIPConfig
 from hf_hardneg.data.prepare import prepare_dataset
 from hf_hardneg.gradient_cache import gradient_cached_loss
 from hf_hardneg.loss import build_loss_for, replacement_generator, split_text_embeds
-from hf_hardneg.models import encode_batch, family_of, logit_scale_and_bias, max_text_length
+from hf_hardneg.models import encode_batch, family_of, max_text_length
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +102,15 @@ class _MetricSums:
         device = torch.stack([getattr(self, f) for f in self._DEVICE])
         totals = accelerator.reduce(torch.cat([device, host]), reduction="sum")
         return dict(zip((*self._DEVICE, *self._HOST), totals.tolist()))
+
+
+def _is_stream(dataset: Any) -> bool:
+    """A ``datasets.IterableDataset`` (``--streaming``): trained as a :class:`~hf_hardneg.data.streaming.ResumableStream`."""
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(dataset, datasets.IterableDataset)
 
 
 def _merged_results(evaluators: list, step: int) -> dict[str, Any] | None:
@@ -250,12 +259,20 @@ class HardNegCLIPTrainer(Trainer):
             self.add_callback(ModelCardCallback())
         self.image_processor = image_processor if image_processor is not getattr(
             processing_class, "image_processor", None) else None
+        if self.is_fsdp_enabled:  # FSDP2 refuses 0-dim parameters (CLIP's logit_scale); checkpoints keep the shape
+            from hf_hardneg.fsdp import make_fsdp2_ready
+
+            make_fsdp2_ready(self.model)
+        if args.gradient_cache_chunk_size and (self.is_fsdp_enabled or self.is_deepspeed_enabled):
+            raise ValueError("gradient_cache_chunk_size is not supported with FSDP or DeepSpeed yet (the cached "
+                             "logit-scale gradient needs the whole parameter); use DDP, or leave it unset")
         self.loss_fn = loss if loss is not None else build_loss_for(self.model, args.hard_negative_mode)
         self.evaluators = list(evaluator) if isinstance(evaluator, (list, tuple)) else \
             ([evaluator] if evaluator is not None else [])
         self._adopt_evaluation_callbacks()
         self._apply_save_fraction()
         self._evaluators_pending = False
+        self._stream_skip_batches = 0
         # mode -> (device sums, host sums) of the logging window; see _MetricSums
         self._metric_sums: dict[str, _MetricSums] = {}
         self._window_start: float | None = None
@@ -325,6 +342,8 @@ class HardNegCLIPTrainer(Trainer):
 
         from hf_hardneg.data.sampling import GlobalBatchSampler
 
+        if is_training and _is_stream(dataset):
+            return self._stream_dataloader(dataset, batch_size)
         sampler = None
         if is_training and not isinstance(dataset, IterableDataset) and has_length(dataset) and sampler_fn:
             sampler = sampler_fn(dataset)
@@ -348,6 +367,33 @@ class HardNegCLIPTrainer(Trainer):
         if shard is not None and getattr(shard, "batch_sampler", None) is batch_sampler:
             shard.num_processes, shard.process_index = 1, 0
         return dataloader
+
+    def _stream_dataloader(self, dataset, batch_size: int):
+        """A streamed training set as one endless, exactly resumable stream (:mod:`hf_hardneg.data.streaming`)."""
+        from accelerate.data_loader import prepare_data_loader
+        from torch.utils.data import DataLoader
+        from transformers.trainer_utils import seed_worker
+
+        from hf_hardneg.data.streaming import ResumableStream
+
+        stream = ResumableStream(dataset, self.accelerator.process_index, self.accelerator.num_processes, batch_size,
+                                 skip_batches=self._stream_skip_batches)
+        stream.check_workers(self.args.dataloader_num_workers)
+        workers = self.args.dataloader_num_workers
+        dataloader = DataLoader(
+            stream, batch_size=batch_size, collate_fn=self.data_collator, num_workers=workers,
+            pin_memory=self.args.dataloader_pin_memory, persistent_workers=workers > 0,
+            prefetch_factor=self.args.dataloader_prefetch_factor, in_order=True,
+            worker_init_fn=partial(seed_worker, num_workers=workers, rank=self.args.process_index))
+        # the stream is this process's already: placed on the device, not sharded again
+        return prepare_data_loader(dataloader, self.accelerator.device, num_processes=1, process_index=0,
+                                   put_on_device=True, dispatch_batches=False)
+
+    def _stream_position(self) -> "StreamPosition":
+        from hf_hardneg.data.streaming import StreamPosition
+
+        return StreamPosition(self.state.global_step, self.accelerator.num_processes, self.args.dataloader_num_workers,
+                              self._train_batch_size, self.args.gradient_accumulation_steps)
 
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
         """The Trainer's choice (no biases, no norms), also without the logit scale and bias."""
@@ -404,7 +450,8 @@ class HardNegCLIPTrainer(Trainer):
             return (output.loss, output) if return_outputs else output.loss
         num_images = pixel_values.shape[0]
         all_pixels = torch.cat([pixel_values, negative_pixels]) if m else pixel_values
-        image_embeds, text_embeds = encode_batch(model, all_pixels, inputs["input_ids"], inputs.get("attention_mask"))
+        image_embeds, text_embeds, scale, bias = encode_batch(model, all_pixels, inputs["input_ids"],
+                                                             inputs.get("attention_mask"), with_logit_scale=True)
         negative_images = image_embeds[num_images:].reshape(num_images, m, -1) if m else None
         image_embeds = image_embeds[:num_images]
         # A placeholder (this process's share of an epoch's last global batch is empty) runs through the model
@@ -416,7 +463,6 @@ class HardNegCLIPTrainer(Trainer):
             negative_images = negative_images[:0] if m else None
         num_images = image_embeds.shape[0]
         positives, negatives = split_text_embeds(text_embeds, num_images, k)
-        scale, bias = logit_scale_and_bias(model)
         extra = {"hard_negative_image_embeds": negative_images} if m else {}
         output = self.loss_fn(image_embeds, positives, negatives, scale, bias,
                               generator=self._generator(model.training), **extra)
@@ -566,8 +612,26 @@ class HardNegCLIPTrainer(Trainer):
         checkpoints is refused unless ``overwrite_output_dir`` is set, so two runs never mix.
         """
         resume_from_checkpoint = self._checkpoint_to_resume(resume_from_checkpoint)
+        self._stream_skip_batches = 0
+        if resume_from_checkpoint and _is_stream(self.train_dataset):
+            self._resume_stream(resume_from_checkpoint)
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
                              ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
+
+    def _resume_stream(self, checkpoint: str) -> None:
+        """Skip, in the stream itself, the batches the checkpoint's run trained on (the Trainer's skip is off)."""
+        from transformers.trainer_callback import TrainerState
+
+        from hf_hardneg.data.streaming import StreamPosition
+
+        recorded = StreamPosition.load(checkpoint)
+        step = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json")).global_step
+        here = StreamPosition(step, self.accelerator.num_processes, self.args.dataloader_num_workers,
+                              self._train_batch_size, self.args.gradient_accumulation_steps)
+        if recorded is not None:
+            recorded.check_resumable_as(here, checkpoint)
+        self._stream_skip_batches = step * self.args.gradient_accumulation_steps
+        self.args.ignore_data_skip = True
 
     def _checkpoint_to_resume(self, resume: str | bool | None) -> str | None:
         from hf_hardneg.checkpoints import checkpoint_problem, list_checkpoints, newest_complete_checkpoint
@@ -628,6 +692,8 @@ class HardNegCLIPTrainer(Trainer):
         super()._save_checkpoint(model, trial)
         self.accelerator.wait_for_everyone()  # rng states, sharded optimizer states: every process writes
         if self.args.should_save and os.path.isdir(folder):
+            if _is_stream(self.train_dataset):
+                self._stream_position().save(folder)
             mark_complete(folder)
 
     # -- saving ------------------------------------------------------------------------------
