@@ -184,7 +184,7 @@ def test_inpaintcoco_schema(coco_val):
     coco = [PIL.Image.open(p).convert("RGB").resize((40, 30)) for p, _ in coco_val[:n]]
     inpainted = [PIL.Image.eval(im, lambda v: 255 - v) for im in coco]
     row = {name: [None] * n for name in INPAINTCOCO_FEATURES}
-    row.update(sample_id=["a", "b", "c"], coco_image_id=[1, 2, 3], concept=[0, 1, 1], coco_image=coco,
+    row.update(sample_id=["a", "b", "c"], coco_image_id=[1, 2, 3], concept=["object", "color", "color"], coco_image=coco,
                inpaint_image=inpainted, coco_caption=[c for _, c in coco_val[:n]],
                inpaint_caption=["changed 1", "changed 2", "changed 3"], license_id=[1, 2, 4])
     ds = datasets.Dataset.from_dict(row, features=INPAINTCOCO_FEATURES)
