@@ -513,12 +513,14 @@ def load_winoground(source: Any = "facebook/winoground", group_by: str = "collap
             root = _download_winoground(str(source))
     examples = next((p for p in (root / "examples.jsonl", root / "data" / "examples.jsonl") if p.is_file()), None)
     if examples is None:
+        neither = (f"{root}: neither Winoground's raw layout (examples.jsonl + images) nor a table with image_0, "
+                   "image_1, caption_0, caption_1 columns")
         try:
             table = load_table(root, split)
         except Exception as err:  # noqa: BLE001 -- neither layout: one message naming both
-            raise FileNotFoundError(
-                f"{root}: neither Winoground's raw layout (examples.jsonl + images) nor a table with image_0, "
-                f"image_1, caption_0, caption_1 columns ({type(err).__name__}: {err})") from err
+            raise FileNotFoundError(f"{neither} ({type(err).__name__}: {err})") from err
+        if not {"image_0", "image_1", "caption_0", "caption_1"} <= set(table.column_names):
+            raise FileNotFoundError(f"{neither} (as a table it has the columns {table.column_names})")
         return _winoground_table(table, group_by, str(root))
     image_files = _winoground_images(examples.parent)
     rows = [json.loads(line) for line in examples.read_text(encoding="utf-8").splitlines() if line.strip()]
