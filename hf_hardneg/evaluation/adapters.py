@@ -132,6 +132,15 @@ def _require_columns(dataset, columns: Sequence[str], where: str, hint: str = ""
         raise KeyError(f"{where}: missing column(s) {missing}; found {dataset.column_names}. {hint}".rstrip())
 
 
+def as_names(value: str | Sequence[str] | None) -> list[str] | None:
+    """Subset names as a list; a string (from ``--source TASK:subsets=a,b``) is split at commas."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return list(value)
+
+
 def _first_present(dataset, names: Sequence[str]) -> str | None:
     return next((n for n in names if n in dataset.column_names), None)
 
@@ -203,6 +212,7 @@ def load_sugarcrepe(
     (then ``images_dir`` is COCO's ``val2017`` folder), or a Hub id / local path
     with ``{subset}`` in it, formatted per subset.
     """
+    subsets = as_names(subsets)
     unknown = [s for s in subsets if s not in SUGARCREPE_SUBSETS]
     if unknown:
         raise ValueError(f"unknown SugarCrepe subset(s) {unknown}; known: {list(SUGARCREPE_SUBSETS)}")
@@ -341,6 +351,7 @@ def load_aro(
     available.
     """
     sources = dict(sources or {})
+    subsets = as_names(subsets)
     if subsets is None:
         subsets = [s for s in ARO_SUBSETS if s in sources] or list(ARO_SUBSETS)
         subsets += [s for s in sources if s not in ARO_SUBSETS]  # reported as unknown below

@@ -50,6 +50,7 @@ from .adapters import (
     _dedup_images,
     _is_dataset,
     _require_columns,
+    as_names,
     load_table,
 )
 from .tasks import MultipleChoiceSet, PairedSet, TripletSet
@@ -108,6 +109,7 @@ def load_sugarcrepe_pp(
     with ``{subset}`` in it, formatted per subset. ``subsets`` default: the raw files
     present in the folder, else all five.
     """
+    subsets = as_names(subsets)
     unknown = [s for s in (subsets or ()) if s not in SUGARCREPE_PP_SUBSETS]
     if unknown:
         raise ValueError(f"unknown SugarCrepe++ subset(s) {unknown}; known: {list(SUGARCREPE_PP_SUBSETS)}")
@@ -273,7 +275,12 @@ def load_valse(
     or a mapping from the ``dataset`` field (``"SWiG"``, ``"visual7w"``, ...) to a folder.
     ``valid_only`` keeps the validated examples (``mturk.caption >= 2``).
     """
+    if isinstance(valid_only, str):  # --source valse:valid_only=false
+        if valid_only.strip().lower() not in ("true", "false"):
+            raise ValueError(f"valid_only must be true or false, got {valid_only!r}")
+        valid_only = valid_only.strip().lower() == "true"
     root = Path(os.fspath(source))
+    pieces = as_names(pieces)
     files = [root] if root.is_file() else sorted(root.glob("*.json")) + sorted(root.glob("data/*.json"))
     if pieces is not None:
         files = [f for f in files if f.stem in pieces]
@@ -351,6 +358,7 @@ def load_whatsup(
     ``coco_images_dir``: COCO val2017 images for COCO-QA, if not ``<source>/val2017``.
     """
     root = Path(os.fspath(source))
+    subsets = as_names(subsets)
     unknown = [s for s in (subsets or ()) if s not in WHATSUP_SUBSETS]
     if unknown:
         raise ValueError(f"unknown What'sUp subset(s) {unknown}; known: {list(WHATSUP_SUBSETS)}")
