@@ -71,6 +71,10 @@ def test_sugarcrepe_pp_raw_json_and_table(photos, coco_mini, tmp_path):
                                     "caption2": datasets.Value("string"), "negative_caption": datasets.Value("string")}))
     from_table = compositional.load_sugarcrepe_pp(table, subsets=["swap_att"])
     assert from_table.positive1 == ts.positive1[3:] and from_table.groups == ["swap_att"] * 4
+    (tmp_path / "hub_swap_att" / "data").mkdir(parents=True)  # a Parquet copy of one subset, as on the Hub
+    table.to_parquet(str(tmp_path / "hub_swap_att" / "data" / "train-00000-of-00001.parquet"))
+    from_parquet = compositional.load_sugarcrepe_pp(tmp_path / "hub_swap_att", subsets="swap_att")
+    assert from_parquet.negative == ts.negative[3:] and from_parquet.groups == ["swap_att"] * 4
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "swap_obj.json").write_text(json.dumps([{"id": 0, "filename": "x.jpg", "caption": "a"}]))

@@ -105,21 +105,23 @@ def load_sugarcrepe_pp(
     """SugarCrepe++ as one :class:`TripletSet`; ``groups`` are the subset names.
 
     ``source``: a folder of the raw ``<subset>.json`` files (then ``images_dir`` is COCO's
-    val2017 folder), a table (``Dataset`` or path) for one subset, or a path / Hub id
-    with ``{subset}`` in it, formatted per subset. ``subsets`` default: the raw files
-    present in the folder, else all five.
+    val2017 folder), a table (``Dataset``, data file, saved or Parquet folder, Hub id) for
+    one subset, or a path / Hub id with ``{subset}`` in it, formatted per subset.
+    ``subsets`` default: the raw files present in the folder, else all five.
     """
     subsets = as_names(subsets)
     unknown = [s for s in (subsets or ()) if s not in SUGARCREPE_PP_SUBSETS]
     if unknown:
         raise ValueError(f"unknown SugarCrepe++ subset(s) {unknown}; known: {list(SUGARCREPE_PP_SUBSETS)}")
-    if _is_dataset(source) or (isinstance(source, (str, os.PathLike)) and Path(source).is_file()):
-        name = (subsets or ["all"])[0] if subsets is None or len(subsets) == 1 else None
-        if name is None:
-            raise ValueError("one table holds one SugarCrepe++ subset: pass subsets=[name] with it")
+    folder = None if _is_dataset(source) else Path(os.fspath(source))
+    present = [s for s in SUGARCREPE_PP_SUBSETS if folder is not None and (folder / f"{s}.json").is_file()]
+    if not present and (folder is None or "{subset}" not in str(source)):
+        # one table (a Dataset, a data file, a saved or Parquet folder, a Hub id) holds one subset
+        if subsets is not None and len(subsets) > 1:
+            raise ValueError(f"{source}: one table holds one SugarCrepe++ subset; pass subsets=[name] with it, or "
+                             "a path with {subset} in it")
+        name = subsets[0] if subsets else "all"
         return _sugarcrepe_pp_table(load_table(source, split), name, str(source), images_dir)
-    folder = Path(os.fspath(source))
-    present = [s for s in SUGARCREPE_PP_SUBSETS if (folder / f"{s}.json").is_file()]
     chosen = list(subsets or present or SUGARCREPE_PP_SUBSETS)
     parts = []
     for subset in chosen:
