@@ -122,6 +122,8 @@ def test_aro_raw_visual_genome_layout_crops_to_the_box(tmp_path, coco_val):
     assert len(mc) == 3 and mc.categories == ["on", "on", "under"]
     crop = mc.images[mc.image_index[2]]
     assert isinstance(crop, PIL.Image.Image) and crop.size == (52, 40)
+    assert mc.notes == {"VG-Relation images": "3 of 3 cropped to their bbox (ARO's protocol; raw layout), "
+                                              "0 without a box used whole"}
 
 
 def test_aro_hub_schemas(tmp_path, coco_val):

@@ -392,7 +392,11 @@ def _aro_raw(root: Path, name: str, subset: str) -> MultipleChoiceSet:
         candidates.append([ex["true_caption"], ex["false_caption"]])
         categories.append(_aro_category(ex, subset))
     _check_files(paths, str(root / name), f"expected the ARO images under {root / 'images'}")
-    return _dedup_images(paths, candidates, [0] * len(items), [subset] * len(items), boxes, categories)
+    mc = _dedup_images(paths, candidates, [0] * len(items), [subset] * len(items), boxes, categories)
+    cropped = sum(b is not None for b in boxes)
+    mc.notes[f"{subset} images"] = (f"{cropped} of {len(boxes)} cropped to their bbox (ARO's protocol; raw layout), "
+                                    f"{len(boxes) - cropped} without a box used whole")
+    return mc
 
 
 def _aro_table(ds, subset: str, where: str) -> MultipleChoiceSet:
