@@ -8,8 +8,11 @@ Matching rules (one precompiled regex per concept, :attr:`Concept.pattern`):
 * **longest phrase first**: at each position the longest keyword wins, so "hot dog" is one
   object (never "hot cat") and "in front of" one location; a space inside a phrase matches
   any run of whitespace;
-* **case preserving**: "Red bus" -> "Blue bus", "RED" -> "BLUE", "Hot Dog" -> "Fire Hydrant";
-  everything outside the keyword (punctuation, spacing) is kept byte for byte;
+* **case**: the paper's concepts match case-sensitively (their lower-case keywords do not
+  match a sentence-initial "Red bus"; see :mod:`hf_hardneg.concepts` for why); a
+  case-insensitive concept (``case_sensitive=False``, the default for user concepts) is
+  case preserving: "Red bus" -> "Blue bus", "RED" -> "BLUE", "Hot Dog" -> "Fire Hydrant".
+  Everything outside the keyword (punctuation, spacing) is kept byte for byte;
 * plurals and words in two concepts: see :mod:`hf_hardneg.concepts`. Articles are not
   adjusted ("an orange" -> "an apple" / "an blue"), as in the paper.
 
@@ -203,15 +206,16 @@ def _match_case(matched: str, replacement: str) -> str:
 
 
 def _canonical(concept: Concept, text: str) -> str:
-    key = text.lower()
+    keep = concept.case_sensitive
+    key = text if keep else text.lower()
     if key in concept.substitutions:
         return key
-    key = normalize_keyword(text)  # whitespace runs inside a phrase
+    key = normalize_keyword(text, keep_case=keep)  # whitespace runs inside a phrase
     if key in concept.substitutions:
         return key
     for keyword in concept.keywords:  # Unicode case folding that lower() does not mirror
         pattern = r"\s+".join(re.escape(w) for w in keyword.split(" "))
-        if re.fullmatch(pattern, text, re.IGNORECASE):
+        if re.fullmatch(pattern, text, 0 if keep else re.IGNORECASE):
             return keyword
     raise AssertionError(f"matched {text!r} is not a keyword of {concept.name!r}")  # pragma: no cover
 
@@ -230,8 +234,10 @@ def is_valid_caption(caption: Any) -> bool:
 def find_keywords(caption: str, concept: ConceptLike) -> list[KeywordMatch]:
     """Every keyword occurrence of ``concept`` in ``caption``, left to right, non-overlapping.
 
-    >>> [m.text for m in find_keywords("A hot dog, not a scatter-brained Cat.", "object")]
-    ['hot dog', 'Cat']
+    >>> [m.text for m in find_keywords("A hot dog, not a scatter-brained cat.", "object")]
+    ['hot dog', 'cat']
+    >>> [m.text for m in find_keywords("Cat and dog.", "object")]  # the paper's concepts: case-sensitive
+    ['dog']
     """
     concept = get_concept(concept)
     caption = _check_caption(caption)

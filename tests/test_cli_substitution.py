@@ -41,7 +41,20 @@ def test_stats_table_and_concept_choice(val_json, capsys):
     out = capsys.readouterr().out
     assert "795 captions" in out
     lines = out.splitlines()
-    assert lines[2].startswith("size") and lines[3].startswith("object_coco")
+    assert lines[1].startswith("keyword matching: size case-sensitive, object_coco case-sensitive")
+    assert lines[3].startswith("size") and lines[4].startswith("object_coco")
+
+
+def test_stats_match_case_sensitively_as_the_paper_counted(val_json, capsys):
+    """coco-mini's 795 val captions: case-sensitive matching (the default) leaves out the captions whose only
+    keyword is capitalised ("Small boy holding a kite", "Black bear outside", "A BIPLANE AND A SMALL BOAT")."""
+    assert main(["stats", "--captions", str(val_json), "--json"]) == 0
+    sensitive = json.loads(capsys.readouterr().out)
+    assert main(["stats", "--captions", str(val_json), "--json", "--case-insensitive"]) == 0
+    insensitive = json.loads(capsys.readouterr().out)
+    counts = {name: (sensitive[name]["with_keyword"], insensitive[name]["with_keyword"]) for name in sensitive}
+    assert counts == {"object": (455, 467), "color": (114, 117), "location": (76, 77), "size": (62, 66)}
+    assert all(sensitive[n]["case_sensitive"] and not insensitive[n]["case_sensitive"] for n in sensitive)
 
 
 def test_stats_counts_invalid_captions(tmp_path, capsys):
@@ -52,7 +65,7 @@ def test_stats_counts_invalid_captions(tmp_path, capsys):
     assert main(["stats", "--captions", str(path), "--concept", "color", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["color"] == {
         "captions": 3, "invalid": 2, "with_keyword": 1, "keyword_occurrences": 1, "negatives": 8,
-        "negatives_first_occurrence": 8, "top_keywords": {"red": 1}}
+        "negatives_first_occurrence": 8, "top_keywords": {"red": 1}, "case_sensitive": True}
     assert main(["stats", "--captions", str(path)]) == 0
     assert "2 invalid caption(s)" in capsys.readouterr().err
 

@@ -19,8 +19,11 @@ from hf_hardneg.concepts import (
     combine_concepts,
     get_concept,
     load_concepts,
+    resolve_concepts,
     with_aliases,
+    with_case_sensitivity,
 )
+from hf_hardneg.substitution import enumerate_negatives, find_keywords
 
 
 def test_table3_object_is_80_names_in_paper_order():
@@ -130,7 +133,7 @@ def test_concept_pickles_equal_and_without_regex_cache():
     OBJECT.pattern  # noqa: B018 - fill the cache
     clone = pickle.loads(pickle.dumps(OBJECT))
     assert clone == OBJECT and hash(clone) == hash(OBJECT)
-    assert pickle.dumps(clone) == pickle.dumps(Concept.from_list("object", OBJECT.keywords))
+    assert pickle.dumps(clone) == pickle.dumps(Concept.from_list("object", OBJECT.keywords, case_sensitive=True))
     assert clone.pattern.pattern == OBJECT.pattern.pattern
 
 
@@ -193,3 +196,59 @@ def test_load_concepts_errors_name_file_and_concept(tmp_path, text, suffix, mess
 def test_load_concepts_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         load_concepts(tmp_path / "nope.yaml")
+
+
+# -- case sensitivity ------------------------------------------------------------------------
+def _val_captions(coco_mini) -> dict[int, str]:
+    data = json.loads((coco_mini / "annotations" / "captions_val2017.json").read_text(encoding="utf-8"))
+    return {a["id"]: a["caption"] for a in data["annotations"]}
+
+
+@pytest.mark.parametrize(("caption_id", "concept", "insensitive_match"), [
+    (53163, "size", "Small"),      # "Small boy holding a kite over his head waiting."
+    (476515, "size", "Little"),    # "Little boys playing on a baseball field ..."
+    (412552, "color", "Black"),    # "Black bear outside with large birds and fallen trees."
+    (518154, "color", "Red"),      # "Red laptop on a table showing you can learn anywhere!"
+])
+def test_paper_concepts_skip_sentence_initial_keywords(coco_mini, caption_id, concept, insensitive_match):
+    caption = _val_captions(coco_mini)[caption_id]
+    assert caption.startswith(insensitive_match)
+    assert find_keywords(caption, concept) == []  # the default, as the paper counted
+    (match,) = [m for m in find_keywords(caption, get_concept(concept, case_sensitive=False)) if m.start == 0]
+    assert match.text == insensitive_match
+    negatives = enumerate_negatives(caption, with_case_sensitivity(concept, False))
+    assert negatives and all(n.text[0].isupper() for n in negatives)  # case preserved
+
+
+def test_built_in_concepts_are_case_sensitive_and_user_concepts_choose(tmp_path):
+    assert all(c.case_sensitive for c in (OBJECT, COLOR, LOCATION, SIZE, OBJECT_COCO))
+    assert get_concept("color", case_sensitive=False).case_sensitive is False
+    assert get_concept("color", case_sensitive=True) is COLOR
+    assert not Concept.from_list("garment", ["shirt", "dress"]).case_sensitive
+    brands = Concept.from_list("brand", ["iPhone", "Galaxy"], case_sensitive=True)
+    assert brands.keywords == ("iPhone", "Galaxy")  # spelling kept
+    assert [m.text for m in find_keywords("an iPhone, not an iphone", brands)] == ["iPhone"]
+    assert [n.text for n in enumerate_negatives("my iPhone", brands)] == ["my Galaxy"]
+    path = tmp_path / "c.yaml"
+    path.write_text("concepts:\n  - name: fit\n    words: [Tight, loose]\n    case_sensitive: true\n"
+                    "  - name: garment\n    words: [shirt, dress]\n", encoding="utf-8")
+    fit, garment = load_concepts(path)
+    assert fit.case_sensitive and fit.keywords == ("Tight", "loose") and not garment.case_sensitive
+    assert load_concepts(path) == [Concept(fit.name, fit.substitutions, True), garment]
+    path.write_text("- name: fit\n  words: [a, b]\n  case_sensitive: 'yes'\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="case_sensitive must be true or false"):
+        load_concepts(path)
+
+
+def test_case_sensitivity_round_trips_and_is_part_of_identity():
+    insensitive = COLOR.with_case_sensitivity(False)
+    assert insensitive != COLOR and insensitive.substitutions == COLOR.substitutions
+    assert pickle.loads(pickle.dumps(insensitive)) == insensitive
+    assert Concept(**{k: v for k, v in COLOR.to_dict().items()}) == COLOR
+    assert "case_sensitive" not in insensitive.to_dict()
+    resolved = resolve_concepts(["color", "size"], case_sensitive=False)
+    assert [c.case_sensitive for c in resolved] == [False, False]
+    assert [c.case_sensitive for c in resolve_concepts("color,size")] == [True, True]
+    assert combine_concepts(["object", "color"]).case_sensitive
+    with pytest.raises(ValueError, match="cannot combine case-sensitive concepts"):
+        combine_concepts([COLOR, Concept.from_list("garment", ["shirt", "dress"])])

@@ -122,6 +122,8 @@ def test_aro_raw_visual_genome_layout_crops_to_the_box(tmp_path, coco_val):
     assert len(mc) == 3 and mc.categories == ["on", "on", "under"]
     crop = mc.images[mc.image_index[2]]
     assert isinstance(crop, PIL.Image.Image) and crop.size == (52, 40)
+    assert mc.notes == {"VG-Relation images": "3 of 3 cropped to their bbox (ARO's protocol; raw layout), "
+                                              "0 without a box used whole"}
 
 
 def test_aro_hub_schemas(tmp_path, coco_val):
@@ -184,7 +186,7 @@ def test_inpaintcoco_schema(coco_val):
     coco = [PIL.Image.open(p).convert("RGB").resize((40, 30)) for p, _ in coco_val[:n]]
     inpainted = [PIL.Image.eval(im, lambda v: 255 - v) for im in coco]
     row = {name: [None] * n for name in INPAINTCOCO_FEATURES}
-    row.update(sample_id=["a", "b", "c"], coco_image_id=[1, 2, 3], concept=[0, 1, 1], coco_image=coco,
+    row.update(sample_id=["a", "b", "c"], coco_image_id=[1, 2, 3], concept=["object", "color", "color"], coco_image=coco,
                inpaint_image=inpainted, coco_caption=[c for _, c in coco_val[:n]],
                inpaint_caption=["changed 1", "changed 2", "changed 3"], license_id=[1, 2, 4])
     ds = datasets.Dataset.from_dict(row, features=INPAINTCOCO_FEATURES)

@@ -68,7 +68,7 @@ def test_a_plan_becomes_an_export_that_builds(catalog, coco_mini, tiny_clipseg_d
     assert main(["build-inpaintcoco", "--source", str(tmp_path / "export"), "--output", str(tmp_path / "out")]) == 0
     ds = datasets.load_dataset(str(tmp_path / "out"), split="test", cache_dir=str(tmp_path / "cache"))
     assert sorted(ds["coco_image_id"]) == sorted(r["coco_image_id"] for r in rows)
-    assert next(r for r in ds if r["concept"] == 0)["supercategory"] == "animal"
+    assert next(r for r in ds if r["concept"] == "object")["supercategory"] == "animal"
 
 
 def test_rerunning_a_plan_continues_where_it_stopped(catalog, coco_mini, tiny_clipseg_dir, tiny_inpaint_dir,

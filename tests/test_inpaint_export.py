@@ -100,10 +100,11 @@ def test_export_round_trips_through_the_builder_and_load_dataset(catalog, coco_m
     assert (first["mask_threshold"], first["mask_dilate_x"], first["mask_dilate_y"]) == (0.35, 4, 2)
     assert (first["inpaint_seed"], first["guidance_scale"], first["num_inference_steps"]) == (123456789, 7.5, 50)
     assert (first["annotator"], first["annotation_seconds"]) == ("ab", 61.25)
+    assert first["worker"] == "ab" and first["inpaint_details"]["guidance_scale"] == 7.5  # the published columns
     assert first["mask_model"] == "CIDAS/clipseg-rd64-refined"
     assert first["inpaint_model"] == "stabilityai/stable-diffusion-2-inpainting"
-    assert first["mask_image"].mode == "L" and first["mask_image"].size == (photo.width, photo.height)
-    assert np.array_equal(np.asarray(first["mask_image"]), np.asarray(mask))
+    assert first["mask"].mode == "L" and first["mask"].size == (photo.width, photo.height)
+    assert np.array_equal(np.asarray(first["mask"]), np.asarray(mask))
     assert np.array_equal(np.asarray(first["inpaint_image"]), np.asarray(edited))  # PNG: lossless
     assert ds[1]["quality"] == "very good" and ds[1]["inpaint_seed"] == 7
     raw = ds.cast_column("coco_image", datasets.Image(decode=False))
@@ -210,11 +211,11 @@ def test_builder_carries_provenance_columns_and_leaves_blanks_null(catalog, coco
     assert (full["inpaint_seed"], full["guidance_scale"], full["num_inference_steps"]) == (42, None, 25)
     assert (full["annotator"], full["annotation_seconds"], full["mask_model"], full["inpaint_model"]) == (
         "pr", 12.5, None, "my-inpainter")
-    assert full["mask_image"].size == (photo.width, photo.height)
-    assert bare["mask_image"] is None and bare["inpaint_seed"] is None
+    assert full["mask"].size == (photo.width, photo.height)
+    assert bare["mask"] is None and bare["inpaint_seed"] is None
     card = (tmp_path / "out" / "README.md").read_text()
     for name in PROVENANCE_COLUMNS:
-        assert f"`{'mask_image' if name == 'mask_file_name' else name}`" in card
+        assert f"`{'mask' if name == 'mask_file_name' else name}`" in card
 
 
 @pytest.mark.parametrize(

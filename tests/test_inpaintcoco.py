@@ -22,9 +22,11 @@ import pytest
 from PIL import Image, ImageDraw, ImageOps, ImageStat
 
 from hf_hardneg.data.inpaintcoco import (
+    COCO_TEXT_LICENSE,
     INPAINTCOCO_CONCEPTS,
     INPAINTCOCO_FEATURES,
     NO_DERIVS_LICENSE_IDS,
+    PUBLISHED_INPAINTCOCO_FEATURES,
     load_inpaintcoco,
 )
 from hf_hardneg.data.inpaintcoco_builder import REPORT_FILE_NAME, build_inpaintcoco, push_inpaintcoco
@@ -50,14 +52,17 @@ def coco(coco_mini):
     captions = json.loads((ann_dir / "captions_val2017.json").read_text())
     instances = json.loads((ann_dir / "instances_val2017.json").read_text())
     caps: dict[int, list[str]] = {}
+    raw: dict[int, list[str]] = {}
     for ann in captions["annotations"]:
         caps.setdefault(ann["image_id"], []).append(ann["caption"].strip())
+        raw.setdefault(ann["image_id"], []).append(ann["caption"])
     return SimpleNamespace(
         root=coco_mini,
         images_dir=coco_mini / "images" / "val2017",
         images={img["id"]: img for img in captions["images"]},
         licenses={lic["id"]: lic for lic in captions["licenses"]},
         captions=caps,
+        raw_captions=raw,
         categories={cat["id"]: cat for cat in instances["categories"]},
         annotations=instances["annotations"],
     )
@@ -172,6 +177,12 @@ def _make_rows(coco, source: Path) -> list[dict]:
             "coco_url": image["coco_url"],
             "mask_prompt": name,
             "inpaint_prompt": prompt,
+            "coco_details": {
+                "captions": coco.raw_captions[image["id"]], "coco_url": image["coco_url"],
+                "date_captured": image["date_captured"], "flickr_url": image["flickr_url"],
+                "height": image["height"], "id": image["id"], "image_license": license["name"],
+                "text_license": COCO_TEXT_LICENSE, "width": image["width"],
+            },
             "coco_bytes": (coco.images_dir / image["file_name"]).read_bytes(),
             "inpaint_bytes": (source / file_name).read_bytes(),
         }
@@ -257,7 +268,12 @@ def test_load_dataset_round_trip_checks_every_field(built, export, config):
         for key in ("coco_image_id", "coco_caption", "inpaint_caption", "quality", "supercategory", "license_id",
                     "license_name", "license_url", "flickr_url", "coco_url", "mask_prompt", "inpaint_prompt"):
             assert row[key] == exp[key], (exp["sample_id"], key)
-        assert ds.features["concept"].int2str(row["concept"]) == exp["concept"]
+        assert row["concept"] == exp["concept"]  # a string, as in the published dataset
+        assert row["coco_details"] == exp["coco_details"]
+        assert row["inpaint_details"]["mask_prompt"] == exp["mask_prompt"]
+        assert row["inpaint_details"]["inpaint_prompt"] == exp["inpaint_prompt"]
+        assert row["inpaint_details"]["quality"] == exp["quality"]
+        assert row["worker"] is None and row["mask"] is None  # the table records neither
         assert row["coco_image"]["bytes"] == exp["coco_bytes"]  # original JPEG, not re-encoded
         assert row["inpaint_image"]["bytes"] == exp["inpaint_bytes"]
         assert "/" not in row["coco_image"]["path"]  # no local directory leaks into the files
@@ -269,7 +285,7 @@ def test_load_dataset_round_trip_checks_every_field(built, export, config):
 
 def test_load_inpaintcoco_selects_concept_and_validates(built, export):
     color = load_inpaintcoco(built.output, concept="color", cache_dir=str(built.cache))
-    assert set(color["concept"]) == {INPAINTCOCO_CONCEPTS.index("color")}
+    assert set(color["concept"]) == {"color"}
     assert len(color) == PER_CONCEPT
     assert len(load_inpaintcoco(str(built.output), cache_dir=str(built.cache))) == len(export.rows)
     with pytest.raises(ValueError, match="location"):
@@ -293,6 +309,37 @@ def test_load_inpaintcoco_reads_a_single_config_publication(tmp_path):
     assert color["coco_caption"] == ["a", "c"]
     assert load_inpaintcoco(folder, concept="size", cache_dir=cache)["inpaint_caption"] == ["y"]
     assert len(load_inpaintcoco(folder, cache_dir=cache)) == 3
+
+
+def _published_fixture(built, folder: Path) -> None:
+    """phiyodr/InpaintCOCO's layout: one default config, data/test-*.parquet, exactly its published columns."""
+    ours = datasets.load_dataset(str(built.output), split="test", cache_dir=str(built.cache))
+    published = ours.select_columns(list(PUBLISHED_INPAINTCOCO_FEATURES)).cast(PUBLISHED_INPAINTCOCO_FEATURES)
+    (folder / "data").mkdir(parents=True)
+    published.to_parquet(str(folder / "data" / "test-00000-of-00001.parquet"))
+
+
+def test_a_build_and_the_published_dataset_can_be_swapped(built, export, tmp_path):
+    ours = datasets.load_dataset(str(built.output), "color", split="test", cache_dir=str(built.cache))
+    for name, feature in PUBLISHED_INPAINTCOCO_FEATURES.items():  # every published column, same type
+        assert ours.features[name] == feature, name
+    assert list(ours.features)[: len(PUBLISHED_INPAINTCOCO_FEATURES)] == list(PUBLISHED_INPAINTCOCO_FEATURES)
+    folder = tmp_path / "published"
+    _published_fixture(built, folder)
+    cache = str(tmp_path / "cache")
+
+    def summary(dataset):  # code written against either dataset, reading only published columns
+        return sorted((r["concept"], r["coco_details"]["id"], r["coco_details"]["image_license"], r["coco_caption"],
+                       r["inpaint_caption"], r["coco_image"].size) for r in dataset)
+
+    theirs = load_inpaintcoco(folder, concept="color", cache_dir=cache)
+    assert summary(theirs) == summary(ours) and len(theirs) == PER_CONCEPT
+    assert len(load_inpaintcoco(folder, cache_dir=cache)) == len(export.rows)
+    from hf_hardneg.evaluation.adapters import load_inpaintcoco_pairs
+
+    pairs_theirs = load_inpaintcoco_pairs(folder)
+    pairs_ours = load_inpaintcoco_pairs(built.output)
+    assert sorted(zip(pairs_theirs.groups, pairs_theirs.caption1)) == sorted(zip(pairs_ours.groups, pairs_ours.caption1))
 
 
 def test_load_inpaintcoco_rejects_a_dataset_without_its_columns(tmp_path):

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from hf_hardneg.concepts import OBJECT, OBJECT_COCO, Concept
+from hf_hardneg.concepts import OBJECT, OBJECT_COCO, Concept, get_concept
 from hf_hardneg.substitution import (
     HardNegative,
     KeywordMatch,
@@ -29,14 +29,23 @@ def coco_captions(coco_mini) -> dict[int, str]:
     return out
 
 
+def _concept(name: str):
+    """``"size"``: the built-in (case-sensitive, as the paper counted); ``"size/ci"``: its case-insensitive variant."""
+    if name.endswith("/ci"):
+        return get_concept(name[:-3], case_sensitive=False)
+    return name
+
+
 # (caption id, concept, matched texts) -- read off the captions by hand
 MATCHES = [
     (11734, "object", ["orange", "vase"]),  # "An orange reddish rose": the colour word matches as a fruit
     (11734, "color", ["orange"]),
-    (248886, "object", ["BOAT"]),  # "A BIPLANE AND A SMALL BOAT": upper case; "BIPLANE" is no "plane" keyword
-    (248886, "size", ["SMALL"]),
-    (275533, "object", ["CELL PHONE"]),  # "TABLE WITH ...": "table" alone is not "dining table"
-    (357347, "object", ["Fire hydrant"]),
+    (248886, "object/ci", ["BOAT"]),  # "A BIPLANE AND A SMALL BOAT": upper case; "BIPLANE" is no "plane" keyword
+    (248886, "size/ci", ["SMALL"]),
+    (248886, "size", []),  # the paper's concepts match case-sensitively: upper case is not matched
+    (275533, "object/ci", ["CELL PHONE"]),  # "TABLE WITH ...": "table" alone is not "dining table"
+    (357347, "object/ci", ["Fire hydrant"]),
+    (357347, "object", []),  # sentence-initial capital: not matched by default
     (150585, "object", ["dog"]),  # "A cats sits ... with a dog": plurals are not matched
     (195168, "object", ["cat"]),  # "in a coat and cat": "coat" does not contain a whole "cat"
     (306430, "object", []),  # "a back pack" is not "backpack" ...
@@ -61,7 +70,7 @@ MATCHES = [
 @pytest.mark.parametrize(("caption_id", "concept", "expected"), MATCHES)
 def test_find_keywords_on_real_captions(coco_captions, caption_id, concept, expected):
     caption = coco_captions[caption_id]
-    matches = find_keywords(caption, concept)
+    matches = find_keywords(caption, _concept(concept))
     assert [m.text for m in matches] == expected
     for m in matches:
         assert caption[m.start : m.end] == m.text
@@ -71,8 +80,9 @@ def test_find_keywords_on_real_captions(coco_captions, caption_id, concept, expe
 # (caption id, concept, occurrence, expected negatives in order) -- complete lists, by hand
 ALL_NEGATIVES = [
     (20431, "size", 0, ["Two orange roses in a large vase with water. "]),
-    (248886, "size", 0, ["A BIPLANE AND A LARGE BOAT OUT ON THE WATER"]),
-    (714629, "size", 0, ["A CONTEMPORARY BATHROOM THAT HAS A VERY SMALL MIRROR"]),
+    (248886, "size/ci", 0, ["A BIPLANE AND A LARGE BOAT OUT ON THE WATER"]),
+    (714629, "size/ci", 0, ["A CONTEMPORARY BATHROOM THAT HAS A VERY SMALL MIRROR"]),
+    (714629, "size", 0, []),
     (97894, "size", 0, ["A red extra short bus driving down a stone covered walkway."]),  # long -> short
     (105211, "size", 0, ["A bus driving down a road by some short trees and buildings."]),  # tall -> short
     (784058, "size", 0, ["A little, white seagull flies over a beach."]),  # punctuation kept
@@ -102,13 +112,14 @@ ALL_NEGATIVES = [
 
 @pytest.mark.parametrize(("caption_id", "concept", "occurrence", "expected"), ALL_NEGATIVES)
 def test_enumerate_negatives_on_real_captions(coco_captions, caption_id, concept, occurrence, expected):
-    negatives = enumerate_negatives(coco_captions[caption_id], concept, occurrence=occurrence)
+    negatives = enumerate_negatives(coco_captions[caption_id], _concept(concept), occurrence=occurrence)
     assert [n.text for n in negatives] == expected
 
 
 def test_object_negatives_record_what_changed(coco_captions):
     caption = coco_captions[357347]  # "Fire hydrant location in the middle of a flower field"
-    negatives = enumerate_negatives(caption, "object")
+    assert enumerate_negatives(caption, "object") == []  # sentence-initial: the paper's matching skips it
+    negatives = enumerate_negatives(caption, _concept("object/ci"))
     assert len(negatives) == 79
     assert negatives[0] == HardNegative(
         text="Person location in the middle of a flower field",
@@ -118,7 +129,7 @@ def test_object_negatives_record_what_changed(coco_captions):
     assert by_replacement["stop sign"] == "Stop sign location in the middle of a flower field"
     assert "fire hydrant" not in by_replacement
 
-    shouting = enumerate_negatives(coco_captions[275533], "object")  # "... A DRINK, CELL PHONE AND ..."
+    shouting = enumerate_negatives(coco_captions[275533], _concept("object/ci"))  # "... A DRINK, CELL PHONE AND ..."
     assert shouting[9].text == "TABLE WITH A PLATE OF FOOD A DRINK, TRAFFIC LIGHT AND A COMPUTER"
 
 
@@ -143,29 +154,32 @@ def test_occurrence_out_of_range_gives_nothing(coco_captions):
     [
         ("the scatter plot", "object", []),
         ("a hotdog and a hot dog", "object", ["hot dog"]),
-        ("Hot  Dog stand", "object", ["Hot  Dog"]),  # whitespace runs inside a phrase
+        ("Hot  Dog stand", "object/ci", ["Hot  Dog"]),  # whitespace runs inside a phrase
+        ("hot  dog stand", "object", ["hot  dog"]),
         ("a teddy bear and a bear", "object", ["teddy bear", "bear"]),
         ("the cat's toy", "object", ["cat"]),
         ("a red-haired man", "color", ["red"]),
         ("a redhead; Reddish", "color", []),
         ("a car2 and car_park", "object", []),
         ("in front of the front door, behind", "location", ["in front of", "front", "behind"]),
-        ("ORANGE orange Orange", "color", ["ORANGE", "orange", "Orange"]),
+        ("ORANGE orange Orange", "color/ci", ["ORANGE", "orange", "Orange"]),
+        ("ORANGE orange Orange", "color", ["orange"]),
         ("", "object", []),
     ],
 )
 def test_whole_word_longest_first_matching(caption, concept, expected_texts):
-    assert [m.text for m in find_keywords(caption, concept)] == expected_texts
+    assert [m.text for m in find_keywords(caption, _concept(concept))] == expected_texts
 
 
-def test_case_is_preserved():
-    hot_dog = {n.replacement: n.text for n in enumerate_negatives("Hot Dog stand", "object")}
+def test_case_is_preserved_by_case_insensitive_concepts():
+    hot_dog = {n.replacement: n.text for n in enumerate_negatives("Hot Dog stand", _concept("object/ci"))}
     assert hot_dog["fire hydrant"] == "Fire Hydrant stand"  # Title Case phrase
     assert hot_dog["cat"] == "Cat stand"
-    upper = {n.replacement: n.text for n in enumerate_negatives("A RED BUS", "color")}
+    upper = {n.replacement: n.text for n in enumerate_negatives("A RED BUS", _concept("color/ci"))}
     assert upper["blue"] == "A BLUE BUS"
-    cap = {n.replacement: n.text for n in enumerate_negatives("Red bus.", "color")}
+    cap = {n.replacement: n.text for n in enumerate_negatives("Red bus.", _concept("color/ci"))}
     assert cap["blue"] == "Blue bus."
+    assert enumerate_negatives("Red bus.", "color") == []  # the built-in matches "red" as written
     phones = Concept("phones", {"phone": ("iPhone", "pager")})
     assert [n.text for n in enumerate_negatives("my phone", phones)] == ["my iPhone", "my pager"]
 
@@ -189,7 +203,7 @@ def test_non_string_caption_is_a_clear_error():
 
 
 def test_keyword_match_fields():
-    (m,) = find_keywords("Two Teddy Bears and a Teddy Bear.", "object")
+    (m,) = find_keywords("Two Teddy Bears and a Teddy Bear.", _concept("object/ci"))
     assert m == KeywordMatch(start=22, end=32, keyword="teddy bear", text="Teddy Bear")
 
 

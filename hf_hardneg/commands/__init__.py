@@ -29,6 +29,11 @@ def add_concept_arguments(parser: argparse.ArgumentParser, default: Sequence[str
         help="YAML or JSON file of your own concepts (see hf_hardneg.concepts.load_concepts); its concepts can "
              "then be named in --concepts, and are all used when --concepts is not given",
     )
+    parser.add_argument(
+        "--case-insensitive", action="store_true",
+        help="match every concept's keywords case-insensitively (the paper's concepts match case-sensitively "
+             "by default, as the paper counted; a concept file may set case_sensitive per concept)",
+    )
     parser.set_defaults(default_concepts=list(default) if default else None)
 
 
@@ -37,12 +42,13 @@ def concepts_from_args(args: argparse.Namespace) -> list:
     from hf_hardneg.concepts import resolve_concepts
 
     files = args.concept_files or []
+    case = False if getattr(args, "case_insensitive", False) else None
     if args.concepts:
-        return resolve_concepts(args.concepts, definitions=files)
+        return resolve_concepts(args.concepts, definitions=files, case_sensitive=case)
     if files:
-        return resolve_concepts(files)
+        return resolve_concepts(files, case_sensitive=case)
     if args.default_concepts:
-        return resolve_concepts(args.default_concepts)
+        return resolve_concepts(args.default_concepts, case_sensitive=case)
     raise ValueError("give at least one --concept NAME (or --concepts object color ..., or --concept-file FILE)")
 
 

@@ -68,6 +68,9 @@ def register(subparsers) -> None:
     p.add_argument("--tie-tolerance", type=_non_negative_float, default=None,
                    help="cosine margin within which candidates tie (ties count against the correct one); "
                         "default depends on precision")
+    p.add_argument("--text-prior", metavar="CAPTIONS_FILE", default=None,
+                   help="also score each task's items with a caption-only n-gram prior fitted on this captions file "
+                        "(e.g. COCO captions_train2017.json): the text-only control, reported beside the model")
     p.add_argument("--skip-failed", action="store_true",
                    help="record a failing task's error in results.json and go on with the others")
     p.add_argument("--seed", type=int, default=0)
@@ -76,15 +79,25 @@ def register(subparsers) -> None:
 
 
 def parse_sources(items: list[str]) -> dict[str, str]:
-    """``["sugarcrepe=/data/x", ...]`` -> ``{"sugarcrepe": "/data/x"}``; ARO subsets as ``aro:VG-Relation=PATH``."""
+    """``["sugarcrepe=/data/x", ...]`` -> ``{"sugarcrepe": "/data/x"}``.
+
+    ``TASK:KEY=VALUE`` sets one keyword of the task's adapter: ARO subsets
+    (``aro:COCO-Order=PATH``: only the subsets named run), ``flickr30k:subset=all``,
+    ``sugarcrepe:images_dir=PATH``. With ``TASK=PATH`` as well, the path is its ``source``.
+    """
     sources: dict = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
-            raise SystemExit(f"--source {item!r}: expected TASK=PATH_OR_ID")
+            raise SystemExit(f"--source {item!r}: expected TASK=PATH_OR_ID or TASK:KEY=VALUE")
         task, _, subset = key.partition(":")
+        existing = sources.get(task)
         if subset:
-            sources.setdefault(task, {})[subset] = value
+            entry = {"source": existing} if isinstance(existing, str) else dict(existing or {})
+            entry[subset] = value
+            sources[task] = entry
+        elif isinstance(existing, dict):
+            existing["source"] = value
         else:
             sources[task] = value
     return sources
@@ -107,6 +120,7 @@ def model_names(models: list[str], names: list[str] | None) -> list[str]:
 
 
 def run(args) -> int:
+    from hf_hardneg.evaluation.reference import reference_table
     from hf_hardneg.evaluation.report import compare_table
     from hf_hardneg.evaluation.runner import evaluate_model
 
@@ -118,6 +132,12 @@ def run(args) -> int:
     if output.exists() and not output.is_dir():  # found now, not after the whole evaluation
         raise NotADirectoryError(f"--output {output} is a file; results.json and results.md go into a folder: "
                                  "pass a folder path (it is created if missing)")
+    text_prior = None
+    if args.text_prior:
+        from hf_hardneg.evaluation.text_prior import NgramCaptionPrior
+
+        text_prior = NgramCaptionPrior.from_captions_file(args.text_prior)  # fitted once for every model
+        print(f"text-only control: {text_prior.describe()}")
     all_results = {}
     for model, name in zip(args.model, names):
         target = output if len(args.model) == 1 else output / name
@@ -126,7 +146,7 @@ def run(args) -> int:
             sources=sources, max_examples=args.max_examples, batch_size=args.batch_size, device=args.device,
             autocast_dtype=args.autocast, dtype=args.dtype, tie_tolerance=args.tie_tolerance,
             num_workers=args.num_workers, progress=not args.no_progress,
-            on_error="skip" if args.skip_failed else "raise", name=name, seed=args.seed,
+            on_error="skip" if args.skip_failed else "raise", name=name, seed=args.seed, text_prior=text_prior,
         )
         all_results[name] = results
         print(f"{name}: wrote {target / 'results.json'} and {target / 'results.md'}")
@@ -137,6 +157,10 @@ def run(args) -> int:
         (output / "comparison.md").write_text(table, encoding="utf-8")
         print(table)
         print(f"wrote {output / 'comparison.md'}")
+        for name, results in all_results.items():
+            reference = reference_table(results, model=dict(zip(names, args.model)).get(name))
+            if reference:
+                print(f"\n{name} beside the published figures for its weights:\n\n{reference}")
     else:
         print((output / "results.md").read_text(encoding="utf-8"))
     failed = any(r.get("errors") for r in all_results.values())

@@ -1,7 +1,9 @@
 """`hf-hardneg stats`: how many captions of a file each concept can turn into hard negatives.
 
 Answers "is this concept worth training on this data?" before any training: captions read,
-captions with a keyword (the paper's per-concept subset), and how many negatives exist.
+captions with a keyword (the paper's per-concept subset), and how many negatives exist. The
+paper's concepts match case-sensitively, as its Table 5 was counted (``--case-insensitive``
+counts sentence-initial "Small ..." too); each concept's matching is printed.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def caption_stats(captions: list[Any], concepts: list[Concept], top: int = 10) -
             "negatives": negatives,
             "negatives_first_occurrence": first,
             "top_keywords": dict(keywords.most_common(top)),
+            "case_sensitive": concept.case_sensitive,
         }
     return out
 
@@ -78,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     n = len(records)
     print(f"{args.captions}: {n} captions")
+    modes = ", ".join(f"{name} {'case-sensitive' if s['case_sensitive'] else 'case-insensitive'}"
+                      for name, s in stats.items())
+    print(f"keyword matching: {modes} (the paper's concepts match case-sensitively; --case-insensitive to change)")
     header = f"{'concept':<14}{'with keyword':>16}{'occurrences':>13}{'negatives':>11}{'first occ.':>12}  top keywords"
     print(header)
     for name, s in stats.items():

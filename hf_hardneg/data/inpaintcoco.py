@@ -7,7 +7,11 @@ model understands the concept when each caption prefers its own image (Equation 
 the evaluation itself lives in :mod:`hf_hardneg.evaluation`).
 
 This module only knows the published layout: configs ``all`` (default), ``object``,
-``color`` and ``size``, one split ``test``, and the columns in :data:`INPAINTCOCO_FEATURES`.
+``color`` and ``size``, one split ``test``, and the columns in :data:`INPAINTCOCO_FEATURES`:
+every column of the published dataset, phiyodr/InpaintCOCO (``concept`` as a string,
+``coco_caption``, ``coco_image``, ``inpaint_caption``, ``inpaint_image``, ``mask``,
+``worker``, the ``coco_details`` and ``inpaint_details`` structs; see
+:data:`PUBLISHED_INPAINTCOCO_FEATURES`), then flat columns of our own.
 Building that layout from an annotation export is
 :mod:`hf_hardneg.data.inpaintcoco_builder`.
 """
@@ -20,6 +24,9 @@ from typing import Any
 import datasets
 
 __all__ = [
+    "COCO_TEXT_LICENSE",
+    "INPAINT_DETAILS_FEATURE",
+    "PUBLISHED_INPAINTCOCO_FEATURES",
     "INPAINTCOCO_COLUMNS",
     "INPAINTCOCO_CONCEPTS",
     "INPAINTCOCO_CONFIGS",
@@ -30,7 +37,7 @@ __all__ = [
     "load_inpaintcoco",
 ]
 
-# Paper order; the ClassLabel ids follow it, so they never change between builds.
+# Paper order; builds write the shards and configs in it.
 INPAINTCOCO_CONCEPTS: tuple[str, ...] = ("object", "color", "size")
 INPAINTCOCO_CONFIGS: tuple[str, ...] = ("all", *INPAINTCOCO_CONCEPTS)
 # It is a challenge set: nobody should train on it, so there is only a test split.
@@ -41,15 +48,62 @@ INPAINTCOCO_QUALITIES: tuple[str, ...] = ("very good", "okay")
 # photograph may neither be inpainted nor published beside an inpainted copy.
 NO_DERIVS_LICENSE_IDS: frozenset[int] = frozenset({3, 6})
 
+#: COCO's licence for the captions (the images keep their Flickr licence, ``image_license``).
+COCO_TEXT_LICENSE = "Creative Commons Attribution 4.0 License"
+
+#: The columns of the published dataset, phiyodr/InpaintCOCO, with their types: a build of
+#: ours carries each of them with this very feature, so code written for the one reads the
+#: other. ``inpaint_details`` is a struct there too; the fields ours holds are listed in
+#: :data:`INPAINT_DETAILS_FEATURE` (guidance_scale and num_inference_steps are fields of the
+#: published struct as well).
+PUBLISHED_INPAINTCOCO_FEATURES = datasets.Features(
+    {
+        "concept": datasets.Value("string"),
+        "coco_caption": datasets.Value("string"),
+        "coco_image": datasets.Image(),
+        "inpaint_caption": datasets.Value("string"),
+        "inpaint_image": datasets.Image(),
+        "mask": datasets.Image(),  # the region the inpainting model repainted (white)
+        "worker": datasets.Value("string"),  # pseudonymous annotator id
+        "coco_details": {
+            "captions": datasets.List(datasets.Value("string")),  # all COCO captions of the photograph
+            "coco_url": datasets.Value("string"),
+            "date_captured": datasets.Value("string"),
+            "flickr_url": datasets.Value("string"),
+            "height": datasets.Value("int64"),
+            "id": datasets.Value("int64"),
+            "image_license": datasets.Value("string"),
+            "text_license": datasets.Value("string"),
+            "width": datasets.Value("int64"),
+        },
+    }
+)
+
+#: How the edit was made, as one struct (null fields where the export does not record them;
+#: the annotation tool, hf_hardneg.inpaint, records all of them).
+INPAINT_DETAILS_FEATURE = {
+    "mask_prompt": datasets.Value("string"),
+    "inpaint_prompt": datasets.Value("string"),
+    "quality": datasets.Value("string"),
+    "mask_threshold": datasets.Value("float64"),
+    "mask_dilate_x": datasets.Value("int32"),
+    "mask_dilate_y": datasets.Value("int32"),
+    "mask_model": datasets.Value("string"),
+    "inpaint_model": datasets.Value("string"),
+    "inpaint_seed": datasets.Value("int64"),
+    "guidance_scale": datasets.Value("float64"),
+    "num_inference_steps": datasets.Value("int32"),
+    "annotation_seconds": datasets.Value("float64"),
+}
+
 INPAINTCOCO_FEATURES = datasets.Features(
     {
+        **PUBLISHED_INPAINTCOCO_FEATURES,
+        "inpaint_details": INPAINT_DETAILS_FEATURE,
+        # Flat columns beside the published ones: ids, licence, rating and super-category for
+        # filtering without unpacking the structs.
         "sample_id": datasets.Value("string"),
         "coco_image_id": datasets.Value("int64"),
-        "concept": datasets.ClassLabel(names=list(INPAINTCOCO_CONCEPTS)),
-        "coco_image": datasets.Image(),
-        "inpaint_image": datasets.Image(),
-        "coco_caption": datasets.Value("string"),
-        "inpaint_caption": datasets.Value("string"),
         "quality": datasets.Value("string"),
         # null when the edited thing is not one of COCO's 80 categories (e.g. "jacket")
         "supercategory": datasets.Value("string"),
@@ -60,9 +114,6 @@ INPAINTCOCO_FEATURES = datasets.Features(
         "coco_url": datasets.Value("string"),
         "mask_prompt": datasets.Value("string"),
         "inpaint_prompt": datasets.Value("string"),
-        # How the edit was made, so that it can be checked or redone; null where the export
-        # does not record it (the annotation tool, hf_hardneg.inpaint, records all of them).
-        "mask_image": datasets.Image(),  # the mask the inpainting model filled (white = repainted)
         "mask_threshold": datasets.Value("float64"),
         "mask_dilate_x": datasets.Value("int32"),
         "mask_dilate_y": datasets.Value("int32"),

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from hf_hardneg.data.inpaintcoco import (
+    INPAINT_DETAILS_FEATURE,
     INPAINTCOCO_CONCEPTS,
     INPAINTCOCO_FEATURES,
     INPAINTCOCO_QUALITIES,
@@ -214,17 +215,27 @@ def _plan_shards(samples: list[Sample], max_bytes: int) -> list[list[Sample]]:
 def _row(sample: Sample) -> dict[str, Any]:
     """The published row. Images keep their original bytes (no re-encoding) and only a bare
     file name as ``path``, so no local directory leaks into the Parquet files."""
+    stem = re.sub(r"[^\w.-]", "_", sample.sample_id)
+    provenance = {name: sample.provenance.get(name) for name in PROVENANCE_COLUMNS if name != "mask_file_name"}
+    details = {name: provenance.get(name) for name in INPAINT_DETAILS_FEATURE}
+    details.update(mask_prompt=sample.mask_prompt, inpaint_prompt=sample.inpaint_prompt, quality=sample.quality)
     return {
+        # the columns of the published dataset (phiyodr/InpaintCOCO)
+        "concept": sample.concept,
+        "coco_caption": sample.coco_caption,
+        "coco_image": {"bytes": sample.coco_image_path.read_bytes(), "path": sample.coco_image_path.name},
+        "inpaint_caption": sample.inpaint_caption,
+        "inpaint_image": {"bytes": sample.inpaint_image_path.read_bytes(),
+                          "path": stem + sample.inpaint_image_path.suffix.lower()},
+        "mask": None if sample.mask_image_path is None else {
+            "bytes": sample.mask_image_path.read_bytes(), "path": stem + "_mask" + sample.mask_image_path.suffix.lower(),
+        },
+        "worker": provenance.get("annotator"),
+        "coco_details": dict(sample.coco_details),
+        "inpaint_details": details,
+        # our flat columns
         "sample_id": sample.sample_id,
         "coco_image_id": sample.coco_image_id,
-        "concept": INPAINTCOCO_CONCEPTS.index(sample.concept),
-        "coco_image": {"bytes": sample.coco_image_path.read_bytes(), "path": sample.coco_image_path.name},
-        "inpaint_image": {
-            "bytes": sample.inpaint_image_path.read_bytes(),
-            "path": re.sub(r"[^\w.-]", "_", sample.sample_id) + sample.inpaint_image_path.suffix.lower(),
-        },
-        "coco_caption": sample.coco_caption,
-        "inpaint_caption": sample.inpaint_caption,
         "quality": sample.quality,
         "supercategory": sample.supercategory,
         "license_id": sample.license_id,
@@ -234,11 +245,7 @@ def _row(sample: Sample) -> dict[str, Any]:
         "coco_url": sample.coco_url,
         "mask_prompt": sample.mask_prompt,
         "inpaint_prompt": sample.inpaint_prompt,
-        "mask_image": None if sample.mask_image_path is None else {
-            "bytes": sample.mask_image_path.read_bytes(),
-            "path": re.sub(r"[^\w.-]", "_", sample.sample_id) + "_mask" + sample.mask_image_path.suffix.lower(),
-        },
-        **{name: sample.provenance.get(name) for name in INPAINTCOCO_FEATURES if name in PROVENANCE_COLUMNS},
+        **provenance,
     }
 
 

@@ -194,6 +194,7 @@ class Sample:
     coco_caption_verbatim: bool = True  # False: not one of COCO's captions of that image (kept, but noted)
     mask_image_path: Path | None = None
     provenance: Mapping[str, Any] = field(default_factory=dict)  # PROVENANCE_COLUMNS but the mask file; None = blank
+    coco_details: Mapping[str, Any] = field(default_factory=dict)  # the published ``coco_details`` struct
 
 
 def is_no_derivs(license_record: Mapping[str, Any]) -> bool:
@@ -233,6 +234,7 @@ class CocoIndex:
     licenses: dict[int, dict[str, Any]]
     captions: dict[int, set[str]]
     images_dir: Path
+    raw_captions: dict[int, list[str]] = field(default_factory=dict)  # as written, in file order
     categories: dict[int, dict[str, Any]] = field(default_factory=dict)
     annotations: dict[int, tuple[int, int]] = field(default_factory=dict)  # instance id -> (image id, category id)
     image_categories: dict[int, set[int]] = field(default_factory=dict)
@@ -252,13 +254,16 @@ class CocoIndex:
                 "with --coco-images."
             )
         captions: dict[int, set[str]] = defaultdict(set)
+        raw: dict[int, list[str]] = defaultdict(list)
         for ann in data.get("annotations", []):
             captions[int(ann["image_id"])].add(_normalise_text(str(ann.get("caption", ""))))
+            raw[int(ann["image_id"])].append(str(ann.get("caption", "")))
         index = cls(
             images={int(img["id"]): img for img in data["images"]},
             licenses={int(lic["id"]): lic for lic in data["licenses"]},
             captions=dict(captions),
             images_dir=images_dir,
+            raw_captions=dict(raw),
         )
         if instances_json is not None:
             inst = _read_json(instances_json, "COCO instances file")
@@ -533,7 +538,29 @@ def _check_row(
         coco_caption_verbatim=_normalise_text(coco_caption) in coco.captions.get(image_id, set()),
         mask_image_path=mask_path,
         provenance=provenance,
+        coco_details=_coco_details(record, license_record, coco.raw_captions.get(image_id, [])),
     )
+
+
+def _coco_details(record: Mapping[str, Any], license_record: Mapping[str, Any], captions: list[str]) -> dict[str, Any]:
+    """The published ``coco_details`` struct of a photograph, from COCO's own image record."""
+    from hf_hardneg.data.inpaintcoco import COCO_TEXT_LICENSE
+
+    def number(key: str) -> int | None:
+        value = record.get(key)
+        return None if value in (None, "") else int(value)
+
+    return {
+        "captions": list(captions),
+        "coco_url": str(record.get("coco_url", "")),
+        "date_captured": None if record.get("date_captured") is None else str(record["date_captured"]),
+        "flickr_url": str(record.get("flickr_url", "")),
+        "height": number("height"),
+        "id": int(record["id"]),
+        "image_license": str(license_record.get("name", "")),
+        "text_license": COCO_TEXT_LICENSE,
+        "width": number("width"),
+    }
 
 
 def _export_file(source: Path, column: str, name: str, what: str) -> Path:

@@ -6,6 +6,9 @@ Layers, bottom up (each usable on its own):
 * :mod:`.encoding` -- :class:`Embedder`: batched, de-duplicated encoding through ``hf_hardneg.models``;
 * :mod:`.tasks` -- evaluation-set containers and their scoring;
 * :mod:`.adapters` -- SugarCrepe, ARO, Winoground, InpaintCOCO, the Table-2 sets, zero-shot data;
+* :mod:`.compositional` -- SugarCrepe++, MMVP-VLM, VALSE, What'sUp, ColorSwap;
+* :mod:`.text_prior` -- the text-only control (a caption n-gram prior that never sees the image);
+* :mod:`.reference` -- published figures for openai/clip-vit-base-patch32, shown beside a run of it;
 * :mod:`.registry` -- the tasks by name (kind, model-index naming, the code that runs them);
 * :mod:`.runner` -- :func:`evaluate_model` (``hf-hardneg evaluate``), :mod:`.report` -- results files and tables;
 * :mod:`.evaluator` -- :class:`ConceptRetrievalEvaluator`, which the trainer runs in ``evaluate``;
@@ -43,6 +46,8 @@ _EXPORTS = {
     "MultipleChoiceSet": "tasks",
     "PairedSet": "tasks",
     "RetrievalSet": "tasks",
+    "TripletSet": "tasks",
+    "score_triplets": "tasks",
     "build_concept_set": "tasks",
     "build_retrieval_set": "tasks",
     "score_classification": "tasks",
@@ -61,6 +66,17 @@ _EXPORTS = {
     "load_sugarcrepe": "adapters",
     "load_table": "adapters",
     "load_winoground": "adapters",
+    "SUGARCREPE_PP_SUBSETS": "compositional",
+    "WHATSUP_SUBSETS": "compositional",
+    "load_colorswap": "compositional",
+    "load_mmvp_vlm": "compositional",
+    "load_sugarcrepe_pp": "compositional",
+    "load_valse": "compositional",
+    "load_whatsup": "compositional",
+    "NgramCaptionPrior": "text_prior",
+    "text_only_control": "text_prior",
+    "REFERENCE_FIGURES": "reference",
+    "reference_table": "reference",
     # runner and reports
     "TASKS": "registry",
     "Task": "registry",

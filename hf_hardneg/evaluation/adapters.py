@@ -19,14 +19,17 @@ Schemas (field names as published):
   lists of ``{image_id, image_path, bbox_x, bbox_y, bbox_w, bbox_h, true_caption,
   false_caption, relation_name | attributes}`` plus ``images/``; the image is
   cropped to the box, as ARO does. Hub (``gowitheflow/ARO-*``): ``image``,
-  ``true_caption``, ``false_caption``; the Order sets: ``images``,
+  ``true_caption``, ``false_caption`` and, for the VG sets, ``bbox`` = ``{x, y, w,
+  h}``: the image is cropped to it unless it already has the box's size (the
+  results' ``notes`` say how many were cropped). The Order sets: ``images``,
   ``correct_caption``, ``hard_text_1..4``. The Order sets' raw form needs spaCy
   to generate its perturbations, so only the published perturbed tables are read.
-* **Winoground**: ``examples.jsonl`` rows ``{id, caption_0, caption_1, image_0,
+* **Winoground**: raw, ``examples.jsonl`` rows ``{id, caption_0, caption_1, image_0,
   image_1, tag, secondary_tag, num_main_preds, collapsed_tag}`` and PNGs named
-  ``<image_0>.png`` (in ``images/`` or ``images.zip``). The Hub repo
-  ``facebook/winoground`` is gated (accept its licence; ``HF_TOKEN`` from the
-  environment) and its raw files are read directly.
+  ``<image_0>.png`` (in ``images/`` or ``images.zip``); or a copy already loaded or
+  saved (``save_to_disk``, Parquet, the Hub's table) whose ``image_0``/``image_1``
+  columns hold the images. The Hub repo ``facebook/winoground`` is gated (accept
+  its licence; ``HF_TOKEN`` from the environment).
 * **InpaintCOCO**: through :func:`hf_hardneg.data.load_inpaintcoco` (columns
   ``coco_image``, ``inpaint_image``, ``coco_caption``, ``inpaint_caption``,
   ``concept``).
@@ -37,13 +40,16 @@ Schemas (field names as published):
 from __future__ import annotations
 
 import json
+import logging
 import os
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from .tasks import ClassificationSet, MultipleChoiceSet, PairedSet
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "ARO_SUBSETS",
@@ -126,6 +132,15 @@ def _require_columns(dataset, columns: Sequence[str], where: str, hint: str = ""
         raise KeyError(f"{where}: missing column(s) {missing}; found {dataset.column_names}. {hint}".rstrip())
 
 
+def as_names(value: str | Sequence[str] | None) -> list[str] | None:
+    """Subset names as a list; a string (from ``--source TASK:subsets=a,b``) is split at commas."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return list(value)
+
+
 def _first_present(dataset, names: Sequence[str]) -> str | None:
     return next((n for n in names if n in dataset.column_names), None)
 
@@ -197,6 +212,7 @@ def load_sugarcrepe(
     (then ``images_dir`` is COCO's ``val2017`` folder), or a Hub id / local path
     with ``{subset}`` in it, formatted per subset.
     """
+    subsets = as_names(subsets)
     unknown = [s for s in subsets if s not in SUGARCREPE_SUBSETS]
     if unknown:
         raise ValueError(f"unknown SugarCrepe subset(s) {unknown}; known: {list(SUGARCREPE_SUBSETS)}")
@@ -304,8 +320,14 @@ def _concat_multiple_choice(parts: Sequence[MultipleChoiceSet]) -> MultipleChoic
         labels += part.labels
         groups += part.groups
         categories += part.categories if part.categories is not None else part.groups
+    skipped: dict[str, int] = {}
+    notes: dict[str, Any] = {}
+    for part in parts:
+        for key, value in part.skipped.items():
+            skipped[key] = skipped.get(key, 0) + value
+        notes.update(part.notes)
     return MultipleChoiceSet(images, image_index, candidates, labels, groups,
-                             categories if any_categories else None)
+                             categories if any_categories else None, skipped, notes)
 
 
 # ---------------------------------------------------------------------------
@@ -314,7 +336,7 @@ def _concat_multiple_choice(parts: Sequence[MultipleChoiceSet]) -> MultipleChoic
 
 
 def load_aro(
-    subsets: Sequence[str] = tuple(ARO_SUBSETS),
+    subsets: Sequence[str] | None = None,
     sources: dict[str, Any] | None = None,
     split: str = "test",
 ) -> MultipleChoiceSet:
@@ -322,11 +344,17 @@ def load_aro(
 
     ``sources`` maps a subset to its source (default: the Hub copies in
     :data:`ARO_SUBSETS`). A VG subset's source may be the raw ARO directory
-    holding ``visual_genome_*.json`` and ``images/``. ``categories`` are the
-    relation (VG-Relation) or attribute pair (VG-Attribution) when known, so the
-    per-relation macro average ARO reports is available.
+    holding ``visual_genome_*.json`` and ``images/``. ``subsets`` default: the
+    subsets ``sources`` names (so one subset runs alone), else all four.
+    ``categories`` are the relation (VG-Relation) or attribute pair
+    (VG-Attribution) when known, so the per-relation macro average ARO reports is
+    available.
     """
     sources = dict(sources or {})
+    subsets = as_names(subsets)
+    if subsets is None:
+        subsets = [s for s in ARO_SUBSETS if s in sources] or list(ARO_SUBSETS)
+        subsets += [s for s in sources if s not in ARO_SUBSETS]  # reported as unknown below
     unknown = [s for s in list(subsets) + list(sources) if s not in ARO_SUBSETS]
     if unknown:
         raise ValueError(f"unknown ARO subset(s) {unknown}; known: {list(ARO_SUBSETS)}")
@@ -364,7 +392,11 @@ def _aro_raw(root: Path, name: str, subset: str) -> MultipleChoiceSet:
         candidates.append([ex["true_caption"], ex["false_caption"]])
         categories.append(_aro_category(ex, subset))
     _check_files(paths, str(root / name), f"expected the ARO images under {root / 'images'}")
-    return _dedup_images(paths, candidates, [0] * len(items), [subset] * len(items), boxes, categories)
+    mc = _dedup_images(paths, candidates, [0] * len(items), [subset] * len(items), boxes, categories)
+    cropped = sum(b is not None for b in boxes)
+    mc.notes[f"{subset} images"] = (f"{cropped} of {len(boxes)} cropped to their bbox (ARO's protocol; raw layout), "
+                                    f"{len(boxes) - cropped} without a box used whole")
+    return mc
 
 
 def _aro_table(ds, subset: str, where: str) -> MultipleChoiceSet:
@@ -385,8 +417,88 @@ def _aro_table(ds, subset: str, where: str) -> MultipleChoiceSet:
         extra = [c for c in ("relation_name", "attributes") if c in ds.column_names]
         rows = ds.select_columns(extra).to_list() if extra else [{} for _ in range(len(ds))]
         categories = [_aro_category(r, subset) for r in rows]
+        boxes = _aro_boxes(ds, where)
+        if boxes is not None:
+            images = _BoxCroppedImages(ds, image_col, boxes, where)
+            notes = {f"{subset} images": images.describe()}
+            return MultipleChoiceSet(images, list(range(len(ds))), candidates, [0] * len(ds), [subset] * len(ds),
+                                     categories, notes=notes)
     return MultipleChoiceSet(_ColumnImages(ds, image_col), list(range(len(ds))), candidates, [0] * len(ds),
                              [subset] * len(ds), categories)
+
+
+def _aro_boxes(ds, where: str) -> list[tuple[float, float, float, float]] | None:
+    """The VG boxes of a Hub copy: a ``bbox`` struct ``{x, y, w, h}`` or flat ``bbox_x .. bbox_h`` columns."""
+    if "bbox" in ds.column_names:
+        boxes = []
+        for row, box in enumerate(ds["bbox"]):
+            if isinstance(box, Mapping) and all(box.get(k) is not None for k in "xywh"):
+                boxes.append(tuple(float(box[k]) for k in "xywh"))
+            elif isinstance(box, (list, tuple)) and len(box) == 4 and all(v is not None for v in box):
+                boxes.append(tuple(float(v) for v in box))  # [x, y, w, h]
+            else:
+                raise ValueError(f"{where}, row {row}: bbox {box!r} is not {{x, y, w, h}}; fix the row or drop "
+                                 "the bbox column to score uncropped images")
+        return boxes
+    flat = ["bbox_x", "bbox_y", "bbox_w", "bbox_h"]
+    if all(c in ds.column_names for c in flat):
+        return [tuple(float(v) for v in row) for row in zip(*(ds[c] for c in flat))]
+    return None
+
+
+class _BoxCroppedImages(Sequence):
+    """An image column cropped to ARO's boxes, except rows whose image already has the box's size.
+
+    ARO scores the region of the relation, not the whole scene. Some copies store the
+    crop, others the full Visual Genome image with its box: each row's image header
+    (not its pixels) is read once to tell which, so the results can say what was done.
+    """
+
+    def __init__(self, dataset, column: str, boxes: Sequence[tuple[float, float, float, float]], where: str):
+        import io
+
+        import PIL.Image
+
+        self._images = _ColumnImages(dataset, column)
+        self.boxes = list(boxes)
+        self.crop: list[bool] = []
+        for row, box in enumerate(self.boxes):
+            value = self._images[row]
+            if isinstance(value, PIL.Image.Image):
+                size = value.size
+            else:
+                data = value.get("bytes") if isinstance(value, Mapping) else None
+                with PIL.Image.open(io.BytesIO(data) if data else (value.get("path") if isinstance(value, Mapping)
+                                                                    else value)) as im:
+                    size = im.size
+            x, y, w, h = box
+            if abs(size[0] - w) <= 1 and abs(size[1] - h) <= 1:
+                self.crop.append(False)  # already the box
+            elif x >= -1 and y >= -1 and x + w <= size[0] + 1 and y + h <= size[1] + 1:
+                self.crop.append(True)
+            else:
+                raise ValueError(f"{where}, row {row}: bbox {box} does not fit the {size[0]}x{size[1]} image nor "
+                                 "match its size; is the bbox column from another copy?")
+
+    def describe(self) -> str:
+        cropped = sum(self.crop)
+        return (f"{cropped} of {len(self.crop)} cropped to their bbox (ARO's protocol), "
+                f"{len(self.crop) - cropped} already cropped (image size = bbox size)")
+
+    def __len__(self):
+        return len(self.boxes)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        value = self._images[i]
+        if not self.crop[i]:
+            return value
+        from hf_hardneg.data.images import open_image
+
+        x, y, w, h = self.boxes[i]
+        image = value if hasattr(value, "crop") else open_image(value)
+        return image.crop((x, y, x + w, y + h))
 
 
 # ---------------------------------------------------------------------------
@@ -394,28 +506,37 @@ def _aro_table(ds, subset: str, where: str) -> MultipleChoiceSet:
 # ---------------------------------------------------------------------------
 
 
-def load_winoground(source: Any = "facebook/winoground", group_by: str = "collapsed_tag") -> PairedSet:
+def load_winoground(source: Any = "facebook/winoground", group_by: str = "collapsed_tag",
+                    split: str = "test") -> PairedSet:
     """Winoground's 400 examples as a :class:`PairedSet`; ``groups`` from ``group_by`` (tag kind).
 
-    ``source``: a local folder with ``examples.jsonl`` and the images (an
-    ``images/`` folder or ``images.zip``; ``data/`` subfolders are searched too),
-    a ``Dataset`` with ``image_0``/``image_1`` image columns, or the Hub repo id
-    (its raw files are downloaded).
+    ``source``, in either published form:
+
+    * the raw layout: a folder with ``examples.jsonl`` and the images (an ``images/``
+      folder or ``images.zip``; ``data/`` subfolders are searched too);
+    * a table with ``image_0``, ``image_1`` (images), ``caption_0``, ``caption_1``: a
+      ``Dataset``, a ``save_to_disk`` folder, Parquet/JSON file(s) or a folder of them;
+    * a Hub id: its table is loaded, or, where it is not a table, its raw files are downloaded.
     """
     if _is_dataset(source):
-        ds = load_table(source)
-        _require_columns(ds, ["image_0", "image_1", "caption_0", "caption_1"], "winoground")
-        groups = ds[group_by] if group_by in ds.column_names else ["all"] * len(ds)
-        images = _ConcatImages([_ColumnImages(ds, "image_0"), _ColumnImages(ds, "image_1")])
-        n = len(ds)
-        return PairedSet(images, list(range(n)), list(range(n, 2 * n)), list(ds["caption_0"]),
-                         list(ds["caption_1"]), [str(g) for g in groups])
+        return _winoground_table(load_table(source, split), group_by, "winoground")
     root = Path(os.fspath(source))
     if not root.exists():
-        root = _download_winoground(str(source))
+        try:
+            return _winoground_table(load_table(str(source), split), group_by, str(source))
+        except Exception:  # noqa: BLE001 -- offline, gated or not a table: the raw download says which
+            root = _download_winoground(str(source))
     examples = next((p for p in (root / "examples.jsonl", root / "data" / "examples.jsonl") if p.is_file()), None)
     if examples is None:
-        raise FileNotFoundError(f"{root}: no examples.jsonl (expected Winoground's raw layout)")
+        neither = (f"{root}: neither Winoground's raw layout (examples.jsonl + images) nor a table with image_0, "
+                   "image_1, caption_0, caption_1 columns")
+        try:
+            table = load_table(root, split)
+        except Exception as err:  # noqa: BLE001 -- neither layout: one message naming both
+            raise FileNotFoundError(f"{neither} ({type(err).__name__}: {err})") from err
+        if not {"image_0", "image_1", "caption_0", "caption_1"} <= set(table.column_names):
+            raise FileNotFoundError(f"{neither} (as a table it has the columns {table.column_names})")
+        return _winoground_table(table, group_by, str(root))
     image_files = _winoground_images(examples.parent)
     rows = [json.loads(line) for line in examples.read_text(encoding="utf-8").splitlines() if line.strip()]
     paths: list[str] = []
@@ -437,7 +558,19 @@ def load_winoground(source: Any = "facebook/winoground", group_by: str = "collap
         cap0.append(ex["caption_0"])
         cap1.append(ex["caption_1"])
         groups.append(str(ex.get(group_by, "all")))
-    return PairedSet(_FileImages(paths), image0, image1, cap0, cap1, groups)
+    return PairedSet(_FileImages(paths), image0, image1, cap0, cap1, groups,
+                     notes={"format": f"raw layout ({examples.name} + PNG images)"})
+
+
+def _winoground_table(ds, group_by: str, where: str) -> PairedSet:
+    """Winoground as a table (the Hub's columns): one row per example, both images in the row."""
+    _require_columns(ds, ["image_0", "image_1", "caption_0", "caption_1"], where,
+                     "Expected Winoground's table (image_0, image_1, caption_0, caption_1) or its raw layout.")
+    groups = ds[group_by] if group_by in ds.column_names else ["all"] * len(ds)
+    images = _ConcatImages([_ColumnImages(ds, "image_0"), _ColumnImages(ds, "image_1")])
+    n = len(ds)
+    return PairedSet(images, list(range(n)), list(range(n, 2 * n)), list(ds["caption_0"]), list(ds["caption_1"]),
+                     [str(g) for g in groups], notes={"format": "table (image_0, image_1, caption_0, caption_1)"})
 
 
 def _winoground_images(folder: Path) -> dict[str, str]:
@@ -514,7 +647,12 @@ def _concept_name(ds, value) -> str:
 
 @dataclass(frozen=True)
 class CaptionedSpec:
-    """Where a captioned image dataset lives and which columns hold image and caption(s)."""
+    """Where a captioned image dataset lives and which columns hold image and caption(s).
+
+    ``subset_column``/``subset``: rows to keep by a column's value (Flickr30k's
+    ``split`` column of the Karpathy splits; ``subset="all"`` keeps every row);
+    ``selection`` says, after loading, which rows were used.
+    """
 
     source: str | None
     split: str
@@ -522,12 +660,18 @@ class CaptionedSpec:
     caption_column: str
     image_key_column: str | None = None
     note: str = ""
+    subset_column: str | None = None
+    subset: str | None = None
+    selection: str = ""
 
 
 #: The generalisation sets of the paper's Table 2, with their published column names.
 CAPTIONED_DATASETS: dict[str, CaptionedSpec] = {
+    # lmms-lab/flickr30k: 31,783 images, no split column; nlphuji/flickr30k has the Karpathy `split`
+    # column (train/val/test), whose test split is the standard 1,000 images
     "flickr30k": CaptionedSpec("lmms-lab/flickr30k", "test", "image", "caption",
-                               note="31,783 images, 5 captions each (list column)"),
+                               note="31,783 images, 5 captions each (list column)", subset_column="split",
+                               subset="test"),
     "sbu": CaptionedSpec(None, "train", "image", "caption",
                          note="SBU Captions is published as image URLs only (vicenteor/sbu_captions: image_url, "
                               "user_id, caption). Download the images (e.g. with img2dataset) and pass the result "
@@ -565,7 +709,31 @@ def load_captioned(name: str, source: Any = None, **overrides) -> tuple[Any, Cap
     if spec.caption_column not in ds.column_names:
         raise KeyError(f"{name} ({source}): caption column {spec.caption_column!r} not found; found "
                        f"{ds.column_names}. Pass caption_column= to name it.")
-    return ds, spec
+    ds, selection = _select_subset(ds, spec, f"{name} ({source})")
+    return ds, replace(spec, selection=selection)
+
+
+def _select_subset(ds, spec: CaptionedSpec, where: str):
+    """Keep the rows of ``spec.subset`` by ``spec.subset_column``; say which rows were used."""
+    n = len(ds)
+    if spec.subset_column is None or spec.subset is None:
+        return ds, f"all {n:,} rows"
+    if spec.subset == "all":
+        return ds, f"all {n:,} rows ({spec.subset_column!r} ignored: subset='all')"
+    if spec.subset_column not in ds.column_names:
+        logger.warning("%s: no %r column, so all %d rows are used, not the %r subset; use a copy with that "
+                       "column (Flickr30k: nlphuji/flickr30k) for the standard split", where, spec.subset_column, n,
+                       spec.subset)
+        return ds, (f"all {n:,} rows: the source has no {spec.subset_column!r} column, so the {spec.subset!r} "
+                    "subset could not be selected")
+    values = ds[spec.subset_column]
+    keep = [i for i, v in enumerate(values) if v == spec.subset]
+    if not keep:
+        found = sorted({str(v) for v in values})
+        raise ValueError(f"{where}: no row has {spec.subset_column} == {spec.subset!r}; values found: {found}. "
+                         "Pass subset= one of them, or subset='all'")
+    return ds.select(keep), (f"{spec.subset_column} == {spec.subset!r}: {len(keep):,} of {n:,} rows "
+                             f"({n - len(keep):,} of other subsets left out)")
 
 
 def load_coco(coco_dir: str | os.PathLike, split: str = "val2017"):

@@ -21,7 +21,7 @@ from typing import Any, Callable, Literal
 
 __all__ = ["TASKS", "Task", "register_task"]
 
-Kind = Literal["multiple_choice", "retrieval", "paired", "classification"]
+Kind = Literal["multiple_choice", "retrieval", "paired", "classification", "triplet"]
 
 
 @dataclass(frozen=True)
@@ -31,15 +31,19 @@ class Task:
     Args:
         name: what ``--tasks`` and ``sources=`` call it.
         kind: the set it scores: one image against candidate texts (``multiple_choice``), a
-            gallery (``retrieval``), two images x two texts (``paired``, Winoground-style) or
-            class prompts (``classification``).
+            gallery (``retrieval``), two images x two texts (``paired``, Winoground-style),
+            class prompts (``classification``) or one image with two true captions and a false
+            one (``triplet``, SugarCrepe++).
         title: its ``task_name`` in a model card's ``model-index``.
         model_index_type: its ``task_type`` there.
         label: how results name the data when it comes from the default source.
         loader: ``"module:function"`` returning the task's set from ``source=`` keyword
             arguments (and ``.subset(n, seed)``); used by the generic runner of its kind.
         runner: ``"module:function"`` taking the runner's shared state and returning
-            ``(dataset label, kind, metrics)``, for tasks the generic runner cannot do.
+            ``(dataset label, kind, metrics)`` (or with a fourth item, a dict of extra entries
+            such as ``notes``), for tasks the generic runner cannot do.
+        coco_images_argument: for ``runner=...:run_with_coco_images``, the loader argument
+            that receives COCO's val2017 folder from ``coco_dir``.
     """
 
     name: str
@@ -49,17 +53,24 @@ class Task:
     label: str | None = None
     loader: str | None = None
     runner: str | None = None
+    coco_images_argument: str | None = None
 
     def __post_init__(self) -> None:
         if (self.loader is None) == (self.runner is None):
             raise ValueError(f"task {self.name!r}: give exactly one of loader= and runner=")
+        if self.coco_images_argument is not None and self.loader is None:
+            raise ValueError(f"task {self.name!r}: coco_images_argument= needs loader=")
 
     def load(self, **kwargs: Any):
         """The task's set, from its loader."""
         return _resolve(self.loader)(**kwargs)
 
     def run_function(self) -> Callable:
-        return _resolve(self.runner or "hf_hardneg.evaluation.runner:run_loaded_task")
+        if self.runner is not None:
+            return _resolve(self.runner)
+        if self.coco_images_argument is not None:
+            return _resolve("hf_hardneg.evaluation.runner:run_with_coco_images")
+        return _resolve("hf_hardneg.evaluation.runner:run_loaded_task")
 
 
 def _resolve(path: str) -> Callable:
@@ -79,6 +90,7 @@ def register_task(task: Task) -> Task:
 
 _RUNNER = "hf_hardneg.evaluation.runner"
 _ADAPTERS = "hf_hardneg.evaluation.adapters"
+_SUITES = "hf_hardneg.evaluation.compositional"
 for _task in (
     Task("concept", "multiple_choice", "Fine-grained concept understanding", runner=f"{_RUNNER}:run_concept"),
     Task("retrieval", "retrieval", "Image-text retrieval", model_index_type="image-text-retrieval",
@@ -88,6 +100,14 @@ for _task in (
     Task("sugarcrepe", "multiple_choice", "SugarCrepe compositionality", runner=f"{_RUNNER}:run_sugarcrepe"),
     Task("aro", "multiple_choice", "ARO attribution, relation and order", runner=f"{_RUNNER}:run_aro"),
     Task("winoground", "paired", "Winoground", label="Winoground", loader=f"{_ADAPTERS}:load_winoground"),
+    # the newer compositional suites (hf_hardneg.evaluation.compositional)
+    Task("sugarcrepe_pp", "triplet", "SugarCrepe++", label="SugarCrepe++",
+         loader=f"{_SUITES}:load_sugarcrepe_pp", coco_images_argument="images_dir"),
+    Task("mmvp_vlm", "paired", "MMVP-VLM", label="MMVP-VLM", loader=f"{_SUITES}:load_mmvp_vlm"),
+    Task("valse", "multiple_choice", "VALSE", label="VALSE", loader=f"{_SUITES}:load_valse"),
+    Task("whatsup", "multiple_choice", "What'sUp spatial relations", label="What'sUp",
+         loader=f"{_SUITES}:load_whatsup", coco_images_argument="coco_images_dir"),
+    Task("colorswap", "paired", "ColorSwap", label="ColorSwap", loader=f"{_SUITES}:load_colorswap"),
     Task("zeroshot", "classification", "Zero-shot image classification", runner=f"{_RUNNER}:run_zeroshot"),
     # the paper's generalisation sets (Table 2): concept accuracy on other captioned images
     *(Task(name, "multiple_choice", f"Fine-grained concept understanding on {title}",

@@ -34,10 +34,13 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 __all__ = ["SummaryRow", "compare_table", "history_table", "load_results", "results_table", "save_results",
-           "summary_rows"]
+           "summary_rows", "text_only_rows"]
 
 _AVERAGES = ("micro_average", "macro_average")
 _PAIR_METRICS = ("image_score", "text_score", "group_score")
+_TRIPLET_METRICS = ("itt_score", "tot_score")
+_GROUP_METRICS = {"multiple_choice": ("accuracy",), "paired": _PAIR_METRICS, "triplet": _TRIPLET_METRICS}
+_NOT_GROUPS = ("skipped",)
 
 
 @dataclass(frozen=True)
@@ -70,17 +73,36 @@ def summary_rows(results: Mapping[str, Any]) -> list[SummaryRow]:
             for name in ("top1", "top5"):
                 if name in metrics:
                     rows.append(SummaryRow(task, "all", name, metrics[name], metrics.get("count")))
-        elif kind in ("multiple_choice", "paired"):
-            names = ("accuracy",) if kind == "multiple_choice" else _PAIR_METRICS
-            groups = [g for g in metrics if isinstance(metrics[g], Mapping) and g not in _AVERAGES and g != "skipped"]
-            multi = len(groups) > 1
-            for g in groups + ([a for a in _AVERAGES if a in metrics] if multi else []):
-                for name in names:
-                    if name in metrics[g]:
-                        rows.append(SummaryRow(task, g, name, metrics[g][name], metrics[g].get("count")))
-                if "category_macro_average" in metrics[g]:
-                    rows.append(SummaryRow(task, g, "category_macro_average", metrics[g]["category_macro_average"]))
+        elif kind in _GROUP_METRICS:
+            rows += _group_rows(task, kind, metrics)
     return rows
+
+
+def _group_rows(task: str, kind: str, metrics: Mapping[str, Any]) -> list[SummaryRow]:
+    """Per-group rows (and the averages when there are several groups) of a grouped task's metrics."""
+    rows: list[SummaryRow] = []
+    groups = [g for g in metrics if isinstance(metrics[g], Mapping) and g not in _AVERAGES and g not in _NOT_GROUPS]
+    multi = len(groups) > 1
+    for g in groups + ([a for a in _AVERAGES if a in metrics] if multi else []):
+        for name in _GROUP_METRICS[kind]:
+            if name in metrics[g]:
+                rows.append(SummaryRow(task, g, name, metrics[g][name], metrics[g].get("count")))
+        if "category_macro_average" in metrics[g]:
+            rows.append(SummaryRow(task, g, "category_macro_average", metrics[g]["category_macro_average"]))
+    return rows
+
+
+def text_only_rows(results: Mapping[str, Any]) -> list[tuple[SummaryRow, float | None]]:
+    """``(text-only control row, the model's value for the same row)`` for every task that has a control."""
+    out = []
+    for task, entry in results.get("tasks", {}).items():
+        control = entry.get("text_only_control")
+        if not control or entry.get("kind") not in _GROUP_METRICS:
+            continue
+        model = {r.key: r.value for r in _group_rows(task, entry["kind"], entry.get("metrics", {}))}
+        for row in _group_rows(task, entry["kind"], control.get("metrics", {})):
+            out.append((row, model.get(row.key)))
+    return out
 
 
 def _fmt(value: Any, digits: int) -> str:
@@ -110,6 +132,33 @@ def results_table(results: Mapping[str, Any], digits: int = 3) -> str:
         parts.append(", ".join(f"{k}={v}" for k, v in settings.items()))
         parts.append("")
     parts.append(_table(header, body))
+    notes = [(task, key, value) for task, entry in results.get("tasks", {}).items()
+             for key, value in (entry.get("notes") or {}).items()]
+    if notes:
+        parts += ["", "How the data was read:", ""]
+        parts += [f"- `{task}`: {key}: {value}" for task, key, value in notes]
+    skipped = [(task, why, n) for task, entry in results.get("tasks", {}).items()
+               for why, n in (entry.get("metrics", {}).get("skipped") or {}).items() if n]
+    if skipped:
+        parts += ["", "Examples left out:", ""]
+        parts += [f"- `{task}`: {n} -- {why}" for task, why, n in skipped]
+    control = text_only_rows(results)
+    if control:
+        priors = sorted({e["text_only_control"]["prior"] for e in results["tasks"].values() if e.get("text_only_control")})
+        parts += ["", "## Text-only control", "",
+                  "The same items scored by a caption-only prior that never sees the image "
+                  f"({'; '.join(priors)}): what a benchmark gives away through its captions alone.", ""]
+        parts.append(_table(["task", "subset", "metric", "model", "text only", "n"],
+                            [[r.task, r.row, r.metric, _fmt(model, digits), _fmt(r.value, digits), _fmt(r.count, digits)]
+                             for r, model in control]))
+    from .reference import missing_reference_tasks, reference_table
+
+    reference = reference_table(results)
+    if reference:
+        parts += ["", "## Published figures for this model", "", reference.rstrip("\n")]
+        missing = missing_reference_tasks(results)
+        if missing:
+            parts += ["", f"Published figures exist for tasks not run here: {', '.join(missing)}."]
     errors = results.get("errors") or {}
     if errors:
         parts += ["", "Tasks skipped because of an error:", ""]

@@ -9,6 +9,11 @@ Tasks (names accepted by ``--tasks``):
 ``sugarcrepe``             SugarCrepe's 7 subsets, micro and macro averages
 ``aro``                    ARO VG-Relation, VG-Attribution, COCO-Order, Flickr30k-Order
 ``winoground``             Winoground text / image / group scores
+``sugarcrepe_pp``          SugarCrepe++ image-to-text (ITT) and text-only (TOT) scores
+``mmvp_vlm``               MMVP-VLM pair accuracy (``image_score``) per visual pattern
+``valse``                  VALSE caption-vs-foil accuracy per piece (validated examples)
+``whatsup``                What'sUp spatial relations (Controlled-A/B, COCO-QA, VG-QA)
+``colorswap``              ColorSwap text / image / group scores
 ``zeroshot``               zero-shot classification with class-name prompts (CIFAR-10 default)
 ``flickr30k``, ``sbu``,    concept accuracy on the paper's generalisation sets (Table 2)
 ``fashion200k``,
@@ -19,6 +24,10 @@ Tasks (names accepted by ``--tasks``):
 ``concept`` and ``retrieval`` read COCO from ``coco_dir`` (official layout) or
 from ``sources["coco"]`` (a dataset with ``image``, ``caption``, ``image_id``);
 when both run, COCO's images are encoded once for both.
+
+With ``text_prior=`` (a fitted :class:`~hf_hardneg.evaluation.text_prior.NgramCaptionPrior`
+or a captions file to fit one on), every task whose set it can answer also gets a
+``text_only_control`` entry: the same items scored by the caption-only prior.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ from .tasks import (
     score_multiple_choice,
     score_paired,
     score_retrieval,
+    score_triplets,
 )
 
 logger = logging.getLogger(__name__)
@@ -66,6 +76,7 @@ class _Run:
     seed: int
     tasks: Sequence[str]
     prompt_templates: Sequence[str]
+    text_prior: Any = None
     _coco: Any = field(default=None, repr=False)
     _coco_image_embeds: torch.Tensor | None = field(default=None, repr=False)
 
@@ -102,6 +113,27 @@ class _Run:
     def _coco_key(self) -> str | None:
         return "image_id" if "image_id" in self.coco().column_names else None
 
+    def coco_images_dir(self) -> Path | None:
+        """COCO's val2017 image folder under ``coco_dir`` (SugarCrepe, SugarCrepe++ and COCO-QA point at it)."""
+        if self.coco_dir is None:
+            return None
+        root = Path(self.coco_dir)
+        return next((p for p in (root / "val2017", root / "images" / "val2017") if p.is_dir()), None)
+
+    def extras(self, data: Any) -> dict[str, Any]:
+        """What a task entry carries besides its metrics: how the data was read, and the text-only control."""
+        out: dict[str, Any] = {}
+        notes = dict(getattr(data, "notes", {}) or {})
+        if notes:
+            out["notes"] = notes
+        if self.text_prior is not None:
+            from .text_prior import text_only_control
+
+            control = text_only_control(data, self.text_prior)
+            if control is not None:
+                out["text_only_control"] = {"prior": self.text_prior.describe(), "metrics": control}
+        return out
+
 
 # ---------------------------------------------------------------------------
 # Task runners (named in hf_hardneg.evaluation.registry): each returns (dataset label, kind, metrics)
@@ -114,7 +146,7 @@ def run_concept(run: _Run, task: Task):
                            seed=run.seed)
     metrics = score_multiple_choice(run.embedder, mc, run.tie_tolerance, desc="concept",
                                     image_embeds=run.coco_image_embeds())
-    return run.coco_label, task.kind, metrics
+    return run.coco_label, task.kind, metrics, run.extras(mc)
 
 
 def run_retrieval(run: _Run, task: Task):
@@ -137,12 +169,13 @@ _SCORERS = {
     "paired": lambda run, data, name: score_paired(run.embedder, data, run.tie_tolerance, desc=name),
     "classification": lambda run, data, name: score_classification(run.embedder, data, run.prompt_templates,
                                                                    run.tie_tolerance),
+    "triplet": lambda run, data, name: score_triplets(run.embedder, data, run.tie_tolerance, desc=name),
 }
 
 
 def _score_loaded(run: _Run, task: Task, kw: dict[str, Any], label: str):
     data = task.load(**kw).subset(run.max_examples, run.seed)
-    return label, task.kind, _SCORERS[task.kind](run, data, label)
+    return label, task.kind, _SCORERS[task.kind](run, data, label), run.extras(data)
 
 
 def run_loaded_task(run: _Run, task: Task):
@@ -153,20 +186,33 @@ def run_loaded_task(run: _Run, task: Task):
 
 def run_sugarcrepe(run: _Run, task: Task):
     kw = _kwargs(run.source("sugarcrepe"))
-    if "images_dir" not in kw and run.coco_dir is not None:
-        # SugarCrepe's raw JSON files point at COCO val2017 images
-        root = Path(run.coco_dir)
-        found = next((p for p in (root / "val2017", root / "images" / "val2017") if p.is_dir()), None)
-        if found is not None:
-            kw["images_dir"] = found
+    if "images_dir" not in kw and run.coco_images_dir() is not None:
+        kw["images_dir"] = run.coco_images_dir()  # SugarCrepe's raw JSON files point at COCO val2017 images
     mc = adapters.load_sugarcrepe(**kw).subset(run.max_examples, run.seed)
-    return "SugarCrepe", task.kind, score_multiple_choice(run.embedder, mc, run.tie_tolerance, "SugarCrepe")
+    return ("SugarCrepe", task.kind, score_multiple_choice(run.embedder, mc, run.tie_tolerance, "SugarCrepe"),
+            run.extras(mc))
+
+
+def run_with_coco_images(run: _Run, task: Task):
+    """A loaded task whose raw files name COCO val2017 images (SugarCrepe++, What'sUp's COCO-QA):
+    ``coco_dir`` supplies them unless the source names its own."""
+    kw = _kwargs(run.source(task.name))
+    if task.coco_images_argument not in kw and run.coco_images_dir() is not None:
+        kw[task.coco_images_argument] = run.coco_images_dir()
+    return _score_loaded(run, task, kw, str(kw.get("source", task.label or task.name))[:80])
+
+
+_ARO_VG = ("VG-Relation", "VG-Attribution")
 
 
 def run_aro(run: _Run, task: Task):
     value = run.source("aro")
+    if isinstance(value, Mapping) and "source" in value and set(value) - {"source"} <= set(adapters.ARO_SUBSETS):
+        # `--source aro=RAW_VG_FOLDER --source aro:COCO-Order=PATH`
+        value = {**{s: value["source"] for s in _ARO_VG}, **{k: v for k, v in value.items() if k != "source"}}
     if isinstance(value, Mapping) and set(value) <= set(adapters.ARO_SUBSETS):
-        kw = {"sources": dict(value)}
+        # `--source aro:COCO-Order=PATH`: the named subsets, and only they, run
+        kw = {"sources": dict(value), "subsets": [s for s in adapters.ARO_SUBSETS if s in value]}
     elif value is not None and not isinstance(value, Mapping):
         # one raw ARO folder for both Visual Genome subsets
         kw = {"sources": {"VG-Relation": value, "VG-Attribution": value},
@@ -174,7 +220,7 @@ def run_aro(run: _Run, task: Task):
     else:
         kw = dict(value or {})
     mc = adapters.load_aro(**kw).subset(run.max_examples, run.seed)
-    return "ARO", task.kind, score_multiple_choice(run.embedder, mc, run.tie_tolerance, "ARO")
+    return "ARO", task.kind, score_multiple_choice(run.embedder, mc, run.tie_tolerance, "ARO"), run.extras(mc)
 
 
 def run_zeroshot(run: _Run, task: Task):
@@ -191,8 +237,9 @@ def run_captioned(run: _Run, task: Task):
     ds, spec = adapters.load_captioned(task.name, **kw)
     mc = build_concept_set(ds, run.concepts, caption_column=spec.caption_column, image_column=spec.image_column,
                            image_key_column=spec.image_key_column, max_examples=run.max_examples, seed=run.seed)
+    mc.notes["rows used"] = spec.selection
     label = str(kw.get("source", spec.source or task.name))[:80]
-    return label, task.kind, score_multiple_choice(run.embedder, mc, run.tie_tolerance, desc=task.name)
+    return label, task.kind, score_multiple_choice(run.embedder, mc, run.tie_tolerance, desc=task.name), run.extras(mc)
 
 
 def _split_tasks(tasks: str | Sequence[str]) -> list[str]:
@@ -230,6 +277,7 @@ def evaluate_model(
     name: str | None = None,
     seed: int = 0,
     prompt_templates: Sequence[str] = DEFAULT_PROMPT_TEMPLATES,
+    text_prior: Any = None,
 ) -> dict[str, Any]:
     """Evaluate one dual encoder on the named tasks; return (and optionally save) the results dict.
 
@@ -253,6 +301,10 @@ def evaluate_model(
             correct one loses); default depends on the encoding precision.
         on_error: ``"raise"`` (default) or ``"skip"``: a failing task is recorded
             under ``errors`` with its message and the others still run.
+        text_prior: a fitted :class:`~hf_hardneg.evaluation.text_prior.NgramCaptionPrior`, or a
+            captions file to fit one on (e.g. COCO's ``captions_train2017.json``): each task's
+            entry then also holds ``text_only_control``, the same items scored by that
+            caption-only prior, which never sees an image.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -264,8 +316,12 @@ def evaluate_model(
                            progress=progress)
     if isinstance(model_or_path, Embedder):
         embedder.progress = progress
+    if text_prior is not None and isinstance(text_prior, (str, os.PathLike)):
+        from .text_prior import NgramCaptionPrior
+
+        text_prior = NgramCaptionPrior.from_captions_file(text_prior)
     run = _Run(embedder, list(concepts), dict(sources or {}), None if coco_dir is None else os.fspath(coco_dir),
-               coco_split, max_examples, tie_tolerance, seed, task_names, tuple(prompt_templates))
+               coco_split, max_examples, tie_tolerance, seed, task_names, tuple(prompt_templates), text_prior)
     results: dict[str, Any] = {
         "model": name or (os.fspath(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else embedder.name),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -284,7 +340,9 @@ def evaluate_model(
     for task in task_names:
         logger.info("evaluating %s on %s", results["model"], task)
         try:
-            label, kind, metrics = TASKS[task].run_function()(run, TASKS[task])
+            outcome = TASKS[task].run_function()(run, TASKS[task])
+            label, kind, metrics = outcome[:3]
+            extra = dict(outcome[3]) if len(outcome) > 3 else {}
         except Exception as err:  # noqa: BLE001 -- reported below, or re-raised
             if isinstance(err, OSError) and task not in run.sources and task not in ("concept", "retrieval"):
                 # offline, or no access to the Hub default: say how to use a local copy instead
@@ -298,7 +356,7 @@ def evaluate_model(
             errors[task] = f"{type(err).__name__}: {err}"
             logger.warning("task %s skipped: %s", task, errors[task])
             continue
-        results["tasks"][task] = {"dataset": label, "kind": kind, "metrics": metrics}
+        results["tasks"][task] = {"dataset": label, "kind": kind, "metrics": metrics, **extra}
     if errors:
         results["errors"] = errors
     if output_dir is not None:

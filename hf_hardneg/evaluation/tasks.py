@@ -5,8 +5,9 @@ of these plain containers, so a new benchmark needs only a loader, never new
 scoring code:
 
 * :class:`MultipleChoiceSet` -- one image, several captions, one correct
-  (concept accuracy, SugarCrepe, ARO);
-* :class:`PairedSet` -- two images x two captions (InpaintCOCO, Winoground);
+  (concept accuracy, SugarCrepe, ARO, VALSE, What'sUp);
+* :class:`PairedSet` -- two images x two captions (InpaintCOCO, Winoground, MMVP-VLM, ColorSwap);
+* :class:`TripletSet` -- one image, two true captions and one false one (SugarCrepe++);
 * :class:`RetrievalSet` -- a gallery of images, several captions each (COCO);
 * :class:`ClassificationSet` -- images with class labels (zero-shot).
 
@@ -40,6 +41,7 @@ __all__ = [
     "MultipleChoiceSet",
     "PairedSet",
     "RetrievalSet",
+    "TripletSet",
     "IndexedView",
     "build_concept_set",
     "build_retrieval_set",
@@ -47,6 +49,7 @@ __all__ = [
     "score_multiple_choice",
     "score_paired",
     "score_retrieval",
+    "score_triplets",
     "DEFAULT_PROMPT_TEMPLATES",
 ]
 
@@ -94,7 +97,9 @@ class MultipleChoiceSet:
     ``groups`` name what the averages are taken over (a concept, a benchmark
     subset); optional ``categories`` give a finer breakdown inside a group (ARO's
     relations). The position of the correct caption (``labels``) does not
-    affect the score: ties count against it wherever it is.
+    affect the score: ties count against it wherever it is. ``skipped`` counts
+    examples left out and why; ``notes`` says how the data was read (e.g. whether
+    ARO's images were cropped to their boxes) and goes into the results.
     """
 
     images: Sequence
@@ -104,6 +109,7 @@ class MultipleChoiceSet:
     groups: list[str]
     categories: list[str] | None = None
     skipped: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         n = len(self.image_index)
@@ -128,7 +134,7 @@ class MultipleChoiceSet:
             return self
         pick = lambda seq: None if seq is None else [seq[i] for i in keep]  # noqa: E731
         return MultipleChoiceSet(self.images, pick(self.image_index), pick(self.candidates), pick(self.labels),
-                                 pick(self.groups), pick(self.categories), dict(self.skipped))
+                                 pick(self.groups), pick(self.categories), dict(self.skipped), dict(self.notes))
 
     @property
     def chance(self) -> float:
@@ -208,6 +214,8 @@ class PairedSet:
     caption0: list[str]
     caption1: list[str]
     groups: list[str]
+    skipped: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         n = len(self.image0)
@@ -224,7 +232,7 @@ class PairedSet:
             return self
         pick = lambda seq: [seq[i] for i in keep]  # noqa: E731
         return PairedSet(self.images, pick(self.image0), pick(self.image1), pick(self.caption0),
-                         pick(self.caption1), pick(self.groups))
+                         pick(self.caption1), pick(self.groups), dict(self.skipped), dict(self.notes))
 
 
 def score_paired(embedder: Embedder, ps: PairedSet, tie_tolerance: float | None = None, desc: str = "pairs") -> dict:
@@ -246,11 +254,107 @@ def score_paired(embedder: Embedder, ps: PairedSet, tie_tolerance: float | None 
         torch.stack([(b * c0).sum(-1), (b * c1).sum(-1)], dim=-1),
     ], dim=1)  # (n, image, caption)
     scores = paired_scores(sims, tol)
+    return paired_result(scores, ps)
+
+
+def paired_result(scores: PairedScores, ps: PairedSet) -> dict:
+    """Per-group text/image/group scores with micro and macro averages (and ``skipped`` when any)."""
     result: dict[str, Any] = {}
     for g in sorted(set(ps.groups)):
         idx = torch.tensor([x == g for x in ps.groups])
         result[g] = PairedScores(scores.text[idx], scores.image[idx], scores.group[idx]).as_dict()
-    return add_averages(result, keys=("text_score", "image_score", "group_score"))
+    result = add_averages(result, keys=("text_score", "image_score", "group_score"))
+    if ps.skipped:
+        result["skipped"] = dict(ps.skipped)
+    return result
+
+
+# ---------------------------------------------------------------------------
+# Triplets: one image, two true captions, one false (SugarCrepe++)
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class TripletSet:
+    """Examples of one image, two captions true of it (``positive1``, ``positive2``) and one false (``negative``).
+
+    Scored as SugarCrepe++ defines it: the image-to-text score (ITT) needs both
+    positives above the negative for the image; the text-only score (TOT) needs the
+    two positives closer to each other than either is to the negative, with the
+    image never looked at.
+    """
+
+    images: Sequence
+    image_index: list[int]
+    positive1: list[str]
+    positive2: list[str]
+    negative: list[str]
+    groups: list[str]
+    skipped: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        n = len(self.image_index)
+        for name in ("positive1", "positive2", "negative", "groups"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{name} has {len(getattr(self, name))} entries for {n} examples")
+
+    def __len__(self) -> int:
+        return len(self.image_index)
+
+    def subset(self, max_examples: int | None, seed: int = 0) -> "TripletSet":
+        keep = _subsample(len(self), max_examples, seed)
+        if len(keep) == len(self):
+            return self
+        pick = lambda seq: [seq[i] for i in keep]  # noqa: E731
+        return TripletSet(self.images, pick(self.image_index), pick(self.positive1), pick(self.positive2),
+                          pick(self.negative), pick(self.groups), dict(self.skipped), dict(self.notes))
+
+
+def triplet_correct(image_sims: torch.Tensor, text_sims: torch.Tensor,
+                    tie_tolerance: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(itt, tot)`` booleans from ``image_sims[k] = (s(I,P1), s(I,P2), s(I,N))`` and
+    ``text_sims[k] = (s(P1,P2), s(P1,N), s(P2,N))``; ties count as wrong."""
+    from .metrics import beats
+
+    itt = beats(image_sims[:, 0], image_sims[:, 2], tie_tolerance) & beats(image_sims[:, 1], image_sims[:, 2],
+                                                                          tie_tolerance)
+    tot = beats(text_sims[:, 0], text_sims[:, 1], tie_tolerance) & beats(text_sims[:, 0], text_sims[:, 2],
+                                                                        tie_tolerance)
+    return itt, tot
+
+
+def triplet_result(itt: torch.Tensor, tot: torch.Tensor | None, ts: TripletSet) -> dict:
+    """Per-group ``itt_score`` (and ``tot_score`` when given) with micro and macro averages."""
+    keys = ("itt_score", "tot_score") if tot is not None else ("itt_score",)
+    result: dict[str, Any] = {}
+    for g in sorted(set(ts.groups)):
+        idx = torch.tensor([x == g for x in ts.groups])
+        entry = {"itt_score": itt[idx].float().mean().item(), "count": int(idx.sum())}
+        if tot is not None:
+            entry["tot_score"] = tot[idx].float().mean().item()
+        result[g] = entry
+    result = add_averages(result, keys=keys)
+    if ts.skipped:
+        result["skipped"] = dict(ts.skipped)
+    return result
+
+
+def score_triplets(embedder: Embedder, ts: TripletSet, tie_tolerance: float | None = None,
+                   desc: str = "triplets") -> dict:
+    """SugarCrepe++'s image-to-text (``itt_score``) and text-only (``tot_score``) accuracies per group."""
+    if len(ts) == 0:
+        return {"count": 0}
+    tol = embedder.tie_tolerance if tie_tolerance is None else tie_tolerance
+    images, (index,) = _compact_images(ts.images, ts.image_index)
+    img = embedder.embed_images(images, desc=f"{desc} images")[index]
+    n = len(ts)
+    txt = embedder.embed_texts(list(ts.positive1) + list(ts.positive2) + list(ts.negative), desc=f"{desc} captions")
+    p1, p2, neg = txt[:n], txt[n:2 * n], txt[2 * n:]
+    image_sims = torch.stack([(img * p1).sum(-1), (img * p2).sum(-1), (img * neg).sum(-1)], dim=1)
+    text_sims = torch.stack([(p1 * p2).sum(-1), (p1 * neg).sum(-1), (p2 * neg).sum(-1)], dim=1)
+    itt, tot = triplet_correct(image_sims, text_sims, tol)
+    return triplet_result(itt, tot, ts)
 
 
 # ---------------------------------------------------------------------------
