@@ -44,6 +44,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from dataclasses import dataclass
@@ -69,6 +70,10 @@ __all__ = [
     "make_synthetic_dataset",
     "relation_holds",
     "side_of",
+    "EDITABLE_CONCEPTS",
+    "SceneEdit",
+    "edit_scene",
+    "make_edited_pairs",
 ]
 
 # --------------------------------------------------------------------------- vocabulary
@@ -673,3 +678,192 @@ def make_synthetic_dataset(
         }),
     })
     return datasets.Dataset.from_dict(rows, features=features)
+
+
+# --------------------------------------------------------------------------- edits (InpaintCOCO-style pairs)
+
+#: the concepts :func:`edit_scene` can change in a picture
+EDITABLE_CONCEPTS: tuple[str, ...] = ("color", "size", "object", "location")
+_OTHER_SIZE = {"small": "large", "large": "small"}
+
+
+@dataclass(frozen=True)
+class SceneEdit:
+    """A scene with one concept changed, and the caption that is true for it.
+
+    The original caption names ``keyword`` where the edited one names
+    ``replacement``; everything else in both captions is true of both pictures, so
+    each caption matches exactly one of the two images (the pairs of InpaintCOCO).
+    """
+
+    scene: Scene
+    caption: str
+    concept: str
+    keyword: str
+    replacement: str
+    noun: str | None  # the object that changed (None for a location edit, which moves the layout)
+
+
+def _noun_after(caption: str, scene: Scene, position: int) -> SceneObject | None:
+    """The scene object whose noun comes first in ``caption`` at or after ``position``."""
+    best = None
+    for obj in scene.objects:
+        at = caption.find(obj.noun, position)
+        if at >= 0 and (best is None or at < best[0]):
+            best = (at, obj)
+    return None if best is None else best[1]
+
+
+def _replace_object(scene: Scene, old: SceneObject, new: SceneObject) -> Scene:
+    return dataclasses.replace(scene, objects=tuple(new if o is old else o for o in scene.objects))
+
+
+def _resized_box(box: Box, side: float, s: float) -> tuple[float, float, float, float]:
+    """A square box of ``side`` with ``box``'s centre, shifted to stay inside the canvas."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    x0 = min(max(cx - side / 2, 0.0), s - side)
+    y0 = min(max(cy - side / 2, 0.0), s - side)
+    return tuple(round(float(v), 3) for v in (x0, y0, x0 + side, y0 + side))
+
+
+def edit_scene(scene: Scene, caption: str, concept: str, rng: np.random.Generator,
+               config: WorldConfig | None = None) -> SceneEdit | None:
+    """Change ``concept`` in the picture where ``caption`` names it first, or ``None`` if it cannot.
+
+    The edit follows the caption's first keyword of the concept (the occurrence
+    concept accuracy varies) and the concept's own substitution rule, as an
+    InpaintCOCO annotator would:
+
+    * ``color``: the object the colour word describes is repainted in another colour;
+    * ``size``: that object goes from small to large or back, about its centre
+      (the size word becomes its concept substitute, "little" -> "big");
+    * ``object``: the first named object becomes another object of the world that
+      is not in the scene, same colour, size and place;
+    * ``location``: the layout is mirrored (left/right: horizontally; above/below,
+      over/under: vertically; in front of/behind: drawing order reversed), which
+      flips that relation and no other word of the caption.
+    """
+    from hf_hardneg.concepts import get_concept
+    from hf_hardneg.substitution import find_keywords
+
+    config = config or WorldConfig(image_size=scene.image_size)
+    if concept not in EDITABLE_CONCEPTS:
+        raise ValueError(f"edit_scene: cannot edit {concept!r}; editable concepts: {list(EDITABLE_CONCEPTS)}")
+    s = scene.image_size
+    if concept == "object":
+        named = [(caption.find(o.noun), o) for o in scene.objects if caption.find(o.noun) >= 0]
+        if not named:
+            return None
+        start, obj = min(named, key=lambda item: item[0])
+        present = {o.noun for o in scene.objects}
+        choices = [n for n in config.objects if n not in present]
+        if not choices:
+            return None
+        noun = choices[int(rng.integers(len(choices)))]
+        edited = _replace_object(scene, obj, dataclasses.replace(obj, noun=noun))
+        text = caption[:start] + noun + caption[start + len(obj.noun):]
+        return SceneEdit(edited, text, concept, obj.noun, noun, obj.noun)
+
+    matches = find_keywords(caption, concept)
+    if not matches:
+        return None
+    match = matches[0]
+    rules = get_concept(concept).substitutions[match.keyword]
+    if concept == "location":
+        replacement = rules[0]
+        if match.keyword in ("left", "right"):
+            objects = [dataclasses.replace(o, box=(s - o.box[2], o.box[1], s - o.box[0], o.box[3]))
+                       for o in scene.objects]
+        elif match.keyword in ("above", "below", "over", "under"):
+            objects = [dataclasses.replace(o, box=(o.box[0], s - o.box[3], o.box[2], s - o.box[1]))
+                       for o in scene.objects]
+        elif match.keyword in ("in front of", "behind"):
+            top = max(o.depth for o in scene.objects)
+            objects = [dataclasses.replace(o, depth=top - o.depth) for o in scene.objects]
+        else:  # a keyword this world never writes (foreground, back, ...)
+            return None
+        edited, noun = dataclasses.replace(scene, objects=tuple(objects)), None
+    else:
+        obj = _noun_after(caption, scene, match.end)
+        if obj is None:
+            return None
+        if concept == "color":
+            # an overlapping neighbour keeps a different colour, so both outlines stay visible
+            taken = {obj.color} | {o.color for o in scene.objects
+                                   if o is not obj and _overlap_fraction(o.box, obj.box) > 0}
+            options = [c for c in rules if c in config.colors and c not in taken]
+            if not options:
+                return None
+            replacement = options[int(rng.integers(len(options)))]
+            edited = _replace_object(scene, obj, dataclasses.replace(obj, color=replacement))
+        else:  # size
+            new_size = _OTHER_SIZE.get(obj.size)
+            options = [w for w in rules if new_size and w in SIZE_WORDS[new_size]]
+            if not options:
+                return None
+            replacement = options[int(rng.integers(len(options)))]
+            old_side = obj.box[2] - obj.box[0]
+            side = old_side * SIZE_SCALE[new_size] / SIZE_SCALE[obj.size]
+            edited = _replace_object(scene, obj, dataclasses.replace(
+                obj, size=new_size, box=_resized_box(obj.box, side, s)))
+        noun = obj.noun
+    text = caption[:match.start] + replacement + caption[match.end:]
+    return SceneEdit(edited, text, concept, match.keyword, replacement, noun)
+
+
+def make_edited_pairs(
+    num_scenes: int,
+    seed: int = 0,
+    config: WorldConfig | None = None,
+    start: int = 0,
+    concepts: Sequence[str] = EDITABLE_CONCEPTS,
+    progress: bool = False,
+):
+    """InpaintCOCO-style pairs of the synthetic world: each scene and a copy with one concept changed.
+
+    Columns as in the published InpaintCOCO (``concept``, ``coco_image``,
+    ``coco_caption``, ``inpaint_image``, ``inpaint_caption``) plus ``scene_id``,
+    ``keyword`` and ``replacement``, so :func:`hf_hardneg.data.paired_edits.paired_edit_rows`
+    trains on them and the ``inpaintcoco`` evaluation task (Equation (1)) scores
+    them. The concept of each pair is drawn among ``concepts`` that its caption
+    names; scenes whose caption names none are left out, and their count is in
+    ``dataset.info.description``.
+    """
+    import datasets
+
+    config = config or WorldConfig()
+    bad = [c for c in concepts if c not in EDITABLE_CONCEPTS]
+    if bad or not concepts:
+        raise ValueError(f"make_edited_pairs: concepts {list(concepts)}; choose among {list(EDITABLE_CONCEPTS)}")
+    rows: dict[str, list] = {k: [] for k in ("concept", "coco_image", "coco_caption", "inpaint_image",
+                                             "inpaint_caption", "scene_id", "keyword", "replacement")}
+    skipped = 0
+    scenes = iter_scenes(num_scenes, seed, config, start)
+    if progress:
+        from tqdm.auto import tqdm
+
+        scenes = tqdm(scenes, total=num_scenes, desc="rendering edited pairs", unit="pair")
+    for scene_id, scene, caption, _ in scenes:
+        rng = np.random.default_rng([int(seed), int(scene_id), 7])
+        edit = None
+        for c in [concepts[int(i)] for i in rng.permutation(len(concepts))]:
+            edit = edit_scene(scene, caption, c, rng, config)
+            if edit is not None:
+                break
+        if edit is None:
+            skipped += 1
+            continue
+        for column, value in (("concept", edit.concept), ("coco_caption", caption), ("inpaint_caption", edit.caption),
+                              ("scene_id", scene_id), ("keyword", edit.keyword), ("replacement", edit.replacement)):
+            rows[column].append(value)
+        rows["coco_image"].append({"bytes": _png_bytes(render_scene(scene, config.supersample)), "path": None})
+        rows["inpaint_image"].append({"bytes": _png_bytes(render_scene(edit.scene, config.supersample)), "path": None})
+    features = datasets.Features({
+        "concept": datasets.Value("string"), "coco_image": datasets.Image(), "coco_caption": datasets.Value("string"),
+        "inpaint_image": datasets.Image(), "inpaint_caption": datasets.Value("string"),
+        "scene_id": datasets.Value("int64"), "keyword": datasets.Value("string"),
+        "replacement": datasets.Value("string")})
+    info = datasets.DatasetInfo(features=features, description=(
+        f"{len(rows['scene_id'])} edited pairs of {num_scenes} synthetic scenes; {skipped} scenes left out because "
+        f"their caption names none of {list(concepts)} in an editable way"))
+    return datasets.Dataset.from_dict(rows, features=features, info=info)
