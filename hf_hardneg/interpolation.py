@@ -75,7 +75,8 @@ def interpolate_state_dicts(base_model: nn.Module, finetuned_model: nn.Module, a
 
     ``alpha = 0`` gives the base weights and ``alpha = 1`` the fine-tuned ones, bit for bit; other
     values are computed in float64 and rounded once to the weights' dtype. Integer buffers
-    (position ids) must agree and are copied. Neither input is modified. Raises
+    (position ids) must agree and are copied. A model with LoRA adapters (``peft``) takes part
+    with its adapters merged in. Neither input is modified. Raises
     :class:`IncompatibleModelsError` for models of different families, names or shapes.
 
     Example::
@@ -87,7 +88,9 @@ def interpolate_state_dicts(base_model: nn.Module, finetuned_model: nn.Module, a
     alpha = float(alpha)
     if not math.isfinite(alpha):
         raise ValueError(f"alpha must be a finite number, got {alpha}")
-    base_model, finetuned_model = unwrap_model(base_model), unwrap_model(finetuned_model)
+    from hf_hardneg.parameter_efficient import merge_adapters
+
+    base_model, finetuned_model = (unwrap_model(merge_adapters(m)) for m in (base_model, finetuned_model))
     check_compatible(base_model, finetuned_model)
     a, b = base_model.state_dict(), finetuned_model.state_dict()
     merged: dict[str, torch.Tensor] = {}

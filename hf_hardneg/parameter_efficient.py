@@ -109,11 +109,17 @@ def add_lora_adapters(model: nn.Module, towers: str, rank: int = 8, alpha: float
     leaves = list(target_modules or DEFAULT_LORA_TARGETS)
     pattern = (rf"({'|'.join(re.escape(m.rstrip('.')) for m in modules)})\..*\."
                rf"({'|'.join(re.escape(t) for t in leaves)})")
-    matched = [n for n, m in model.named_modules() if re.fullmatch(pattern, n) and isinstance(m, nn.Linear)]
+    # nn.MultiheadAttention (SigLIP's pooling head) reads its out_proj's weight without calling it: an adapter
+    # there would change the merged model but never the adapted one
+    inside_mha = {f"{n}.{child}" if n else child for n, m in model.named_modules()
+                  if isinstance(m, nn.MultiheadAttention) for child, _ in m.named_children()}
+    matched = [n for n, m in model.named_modules()
+               if re.fullmatch(pattern, n) and isinstance(m, nn.Linear) and n not in inside_mha]
     if not matched:
         raise ValueError(f"lora_towers={towers!r}: no linear layer named {leaves} under {modules} in this "
                          f"{type(model).__name__}; set lora_target_modules to its attention layers' names")
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=pattern, bias="none")
+    # the full names: peft matches a list entry by suffix, and a full name is its own only match
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=matched, bias="none")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return get_peft_model(model, config)

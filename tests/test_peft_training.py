@@ -152,3 +152,34 @@ def test_resumed_lora_run_reproduces_the_uninterrupted_losses(tmp_path, tiny_cli
     assert all(resumed[step] == full[step] for step in (1, 2, 3, 4))
     for step in (5, 6, 7):  # dropout on the adapters included: the RNG state comes back with the checkpoint
         assert resumed[step] == pytest.approx(full[step], rel=4 * FLOAT32_EPS), f"step {step}"
+
+
+@pytest.mark.parametrize("kind", ["clip", "siglip", "dual_encoder"])
+def test_every_family_gets_adapters_on_both_towers_and_merges_to_the_same_function(kind, tiny_captions):
+    from hf_hardneg.interpolation import interpolate_state_dicts
+    from hf_hardneg.parameter_efficient import add_lora_adapters
+    from hf_hardneg.testing import make_tiny_model
+
+    model, tokenizer, _ = make_tiny_model(tiny_captions, kind=kind)
+    model = model.double().eval()
+    plain = {k: v.clone() for k, v in model.state_dict().items()}
+    adapted = add_lora_adapters(model, "both", rank=2).eval()
+    adapters = [n for n, p in adapted.named_parameters() if p.requires_grad]
+    assert any(".text_model." in n for n in adapters) and any(".vision_model." in n for n in adapters)
+    with torch.no_grad():  # LoRA's B starts at zero: give the adapters something to merge
+        for name, parameter in adapted.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(generator=torch.Generator().manual_seed(len(name)))
+    merged = merge_adapters(adapted).eval()
+    assert not any("lora_" in k for k in merged.state_dict())
+    ids = tokenizer(tiny_captions[:3], padding="max_length" if kind == "siglip" else True, return_tensors="pt")
+    pixels = torch.randn(2, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for encode, inputs in ((encode_texts, (ids["input_ids"], ids["attention_mask"])), (encode_images, (pixels,))):
+            want, got = encode(adapted, *inputs), encode(merged, *inputs)
+            assert torch.allclose(got, want, rtol=0, atol=1e-10)
+            assert not torch.allclose(got, encode(type(merged)(merged.config).double().eval(), *inputs))
+    # an adapted model interpolates as its merged weights
+    at1 = interpolate_state_dicts(type(merged)._from_config(merged.config).double(), adapted, 1.0)
+    assert all(torch.equal(at1.state_dict()[k], v) for k, v in merged.state_dict().items())
+    assert any(not torch.equal(plain[k], v) for k, v in merged.state_dict().items() if k in plain)
