@@ -74,6 +74,21 @@ class DataArguments(ImageCaptionDataArguments):
     concept_eval_max_examples: int | None = field(
         default=None, metadata={"help": "Cap per concept (and on retrieval images) for --concept_eval; a seeded "
                                          "subset, the same at every checkpoint."})
+    zeroshot_eval: str | None = field(
+        default=None,
+        metadata={"help": "Also measure zero-shot classification (top-1/top-5/per class) on this set at every "
+                          "evaluation and once after training, for the card: an image folder (one subfolder per "
+                          "class), a saved dataset, a data file or a Hub id with a ClassLabel column "
+                          "(ZeroShotEvaluator)."})
+    zeroshot_templates: str = field(
+        default="default", metadata={"help": "Prompt templates of --zeroshot_eval: 'default' (7), 'imagenet' "
+                                              "(CLIP's 80) or a file of one template per line."})
+    zeroshot_class_names: str | None = field(
+        default=None, metadata={"help": "Class names of --zeroshot_eval instead of the dataset's: 'imagenet' or a "
+                                         "file of one name per line."})
+    zeroshot_split: str = field(default="test", metadata={"help": "Split of a --zeroshot_eval dataset."})
+    zeroshot_max_examples: int | None = field(
+        default=None, metadata={"help": "Cap on --zeroshot_eval images (a seeded subset, the same every time)."})
 
 
 def build_parser():
@@ -166,6 +181,15 @@ def concept_eval_callback(data_args: DataArguments, tokenizer, image_processor):
                                dataset_name=Path(data_args.eval_coco_captions_json).name)
 
 
+def zeroshot_evaluator(data_args: DataArguments, tokenizer, image_processor):
+    """The ``ZeroShotEvaluator`` of ``--zeroshot_eval``."""
+    from hf_hardneg.evaluation.zeroshot import ZeroShotEvaluator
+
+    return ZeroShotEvaluator(data_args.zeroshot_eval, tokenizer, image_processor,
+                             templates=data_args.zeroshot_templates, class_names=data_args.zeroshot_class_names,
+                             split=data_args.zeroshot_split, max_examples=data_args.zeroshot_max_examples)
+
+
 def card_data_fields(data_args: DataArguments) -> dict:
     """What the model card says about the training data (file and folder names only, no local paths)."""
     if data_args.coco_captions_json:
@@ -254,15 +278,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         image_column=data_args.prepared_columns[0],
         caption_column=data_args.prepared_columns[1],
         callbacks=callbacks,
+        evaluator=zeroshot_evaluator(data_args, tokenizer, image_processor) if data_args.zeroshot_eval else None,
     )
     # "last" resumes the newest complete checkpoint (the trainer says which newer folders it passed over)
     result = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+    # the final evaluation before save_model, so that the card it writes shows the final model's numbers
+    metrics = trainer.evaluate() if eval_dataset is not None or data_args.zeroshot_eval else None
     trainer.save_model()
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
     trainer.save_state()
-    if eval_dataset is not None:
-        metrics = trainer.evaluate()
+    if metrics is not None:
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
     return 0

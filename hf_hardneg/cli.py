@@ -20,6 +20,7 @@ COMMANDS = {
     "compare": "compare",
     "build-inpaintcoco": "build_inpaintcoco",
     "push": "push",
+    "interpolate": "interpolate",
     "annotate": "annotate",
     "inpaint": "inpaint",
 }

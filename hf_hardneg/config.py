@@ -11,6 +11,8 @@ Fields added to ``TrainingArguments``, by group:
 * loss: ``num_hard_negatives``, ``hard_negative_mode``, ``num_hard_negative_images``, ``gradient_cache_chunk_size``
 * data: ``concepts``, ``substitution_seed``, ``skip_corrupt_images``, ``text_pad_to_multiple_of``
 * checkpoints: ``save_fraction_of_data``, ``overwrite_output_dir``
+* what trains: ``train_parameters``, ``lora_towers``, ``lora_rank``, ``lora_alpha``, ``lora_dropout``,
+  ``lora_target_modules`` (see :mod:`hf_hardneg.parameter_efficient`)
 
 Memory and speed use the stock ``TrainingArguments`` switches: ``bf16``/``fp16``
 (autocast with fp32 master weights -- never cast the model itself to half, Adam
@@ -125,6 +127,30 @@ class HardNegCLIPConfig(TrainingArguments):
                           "(positives and negatives together, capped at the model's maximum length)."},
     )
 
+    # -- what trains ----------------------------------------------------------------------
+    train_parameters: str = field(
+        default="all",
+        metadata={"help": "Which parameters train: 'all', 'text' (text tower and its projection), 'vision' (image "
+                          "tower and its projection) or 'projections' (the two projections only); the logit scale "
+                          "trains in every preset. Freezing a tower keeps more of what the model knew.",
+                  "choices": ["all", "text", "vision", "projections"]},
+    )
+    lora_towers: str | None = field(
+        default=None,
+        metadata={"help": "Train LoRA adapters (peft; pip install 'hf_hardneg[peft]') on the attention projections "
+                          "of the 'text' tower, the 'vision' tower or 'both', and nothing else. Checkpoints hold the "
+                          "adapters; output_dir gets the merged model as a plain checkpoint (adapters in adapter/).",
+                  "choices": ["text", "vision", "both"]},
+    )
+    lora_rank: int = field(default=8, metadata={"help": "Rank of the LoRA adapters (lora_towers)."})
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scaling numerator: updates scale by alpha/rank."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA adapters' input."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Names of the linear layers LoRA adapts inside the chosen towers (default: q_proj k_proj "
+                          "v_proj out_proj, and query key value for ViT/BERT towers)."},
+    )
+
     # -- checkpoints ----------------------------------------------------------------------
     overwrite_output_dir: bool = field(
         default=False,
@@ -150,6 +176,21 @@ class HardNegCLIPConfig(TrainingArguments):
             raise ValueError(f"num_hard_negative_images must be >= 0, got {self.num_hard_negative_images}")
         if self.gradient_cache_chunk_size is not None and self.gradient_cache_chunk_size < 1:
             raise ValueError(f"gradient_cache_chunk_size must be >= 1 (or unset), got {self.gradient_cache_chunk_size}")
+        from hf_hardneg.parameter_efficient import LORA_TOWERS, TRAIN_PARAMETER_PRESETS
+
+        if self.train_parameters not in TRAIN_PARAMETER_PRESETS:
+            raise ValueError(f"train_parameters must be one of {TRAIN_PARAMETER_PRESETS}, got {self.train_parameters!r}")
+        if self.lora_towers is not None:
+            if self.lora_towers not in LORA_TOWERS:
+                raise ValueError(f"lora_towers must be one of {LORA_TOWERS} (or unset), got {self.lora_towers!r}")
+            if self.train_parameters != "all":
+                raise ValueError(f"train_parameters={self.train_parameters!r} with lora_towers={self.lora_towers!r}: "
+                                 "LoRA trains its adapters only; choose a freezing preset or LoRA")
+            if self.lora_rank < 1 or not 0 <= self.lora_dropout < 1:
+                raise ValueError(f"lora_rank must be >= 1 and lora_dropout in [0, 1), got {self.lora_rank} and "
+                                 f"{self.lora_dropout}")
+        if isinstance(self.lora_target_modules, str):
+            self.lora_target_modules = [self.lora_target_modules]
         if not 0 <= self.save_fraction_of_data <= 1:
             raise ValueError(f"save_fraction_of_data must be in [0, 1] (0 disables it), got {self.save_fraction_of_data}")
         if self.remove_unused_columns:

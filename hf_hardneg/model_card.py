@@ -165,6 +165,8 @@ class ModelCardInputs:
         hardware: e.g. ``"1 x NVIDIA H100 80GB HBM3"``.
         training_time_s: wall-clock seconds of training up to this checkpoint.
         global_step, max_steps, epoch: progress at this checkpoint.
+        trained_parameters: what trained (``trainable``, ``total``, ``share``, ``what``; see
+            :func:`hf_hardneg.parameter_efficient.trained_parameter_summary`), e.g. LoRA adapters only.
         eval_results: results dict as returned by ``hf_hardneg.evaluation.evaluate_model``.
         license: license id for the metadata; ``None`` leaves it out and the card says so.
         tags: extra Hub tags (the library's own tags are always added).
@@ -194,6 +196,7 @@ class ModelCardInputs:
     global_step: int | None = None
     max_steps: int | None = None
     epoch: float | None = None
+    trained_parameters: dict[str, Any] = field(default_factory=dict)
     eval_results: dict[str, Any] | None = None
     license: str | None = None
     tags: list[str] = field(default_factory=list)
@@ -321,6 +324,7 @@ def create_model_card(
         else "No license was recorded for this checkpoint; it inherits the terms of its base model and "
         "training data (COCO captions: CC BY 4.0; COCO images: their Flickr licenses).",
         versions=sorted(inputs.versions.items()),
+        trained_parameters=inputs.trained_parameters or None,
     )
     compiled = _packaged_template() if template is None else _compile(Path(template).read_text(encoding="utf-8"))
     return ModelCard(compiled.render(**context))
@@ -743,7 +747,9 @@ class ModelCardCallback(TrainerCallback):
         """The card record for the current moment of training."""
         record = ModelCardInputs(**_from_args(args), **_from_state(state), versions=_library_versions())
         if model is not None:
-            record = record.replace(**_from_model(model))
+            from hf_hardneg.parameter_efficient import trained_parameter_summary
+
+            record = record.replace(**_from_model(model), trained_parameters=trained_parameter_summary(model, args))
         if processing_class is not None:
             record.processor_class = processor_class_for(record.architecture, processing_class)
         if self._data:

@@ -69,6 +69,9 @@ class ModelFamily:
         max_logit_scale: clamp of ``exp(logit_scale)`` during training (CLIP: 100); ``None`` for
             families trained without one (released SigLIP checkpoints sit above 100).
         default_max_text_length: the text length when neither the tokenizer nor the config says.
+        text_tower, vision_tower, projections: parameter-name prefixes of each tower (with its
+            projection) and of the projections alone, for the freezing presets of
+            :mod:`hf_hardneg.parameter_efficient`; a tower's first prefix is the module LoRA adapts.
     """
 
     model_class: str
@@ -78,6 +81,9 @@ class ModelFamily:
     text_padding: Literal["longest", "max_length"] = "longest"
     max_logit_scale: float | None = MAX_LOGIT_SCALE
     default_max_text_length: int = 77
+    text_tower: tuple[str, ...] = ("text_model.", "text_projection.")
+    vision_tower: tuple[str, ...] = ("vision_model.", "visual_projection.")
+    projections: tuple[str, ...] = ("text_projection.", "visual_projection.")
 
     @property
     def uses_sigmoid_loss(self) -> bool:
@@ -88,6 +94,9 @@ class ModelFamily:
         return self.text_padding == "max_length"
 
 
+_SIGLIP_TOWERS = dict(text_tower=("text_model.",), vision_tower=("vision_model.",),
+                      projections=("text_model.head.", "vision_model.head."))
+
 #: Model class name -> its family. Add a family by adding an entry (and a test).
 FAMILIES: dict[str, ModelFamily] = {
     family.model_class: family
@@ -95,10 +104,11 @@ FAMILIES: dict[str, ModelFamily] = {
         ModelFamily("CLIPModel", "clip", "CLIPProcessor"),
         ModelFamily("VisionTextDualEncoderModel", "vision-text-dual-encoder", "VisionTextDualEncoderProcessor",
                     default_max_text_length=512),
+        # SigLIP's towers end in their own heads (a linear layer; attention pooling on the vision side)
         ModelFamily("SiglipModel", "siglip", "SiglipProcessor", loss="sigmoid", text_padding="max_length",
-                    max_logit_scale=None, default_max_text_length=64),
+                    max_logit_scale=None, default_max_text_length=64, **_SIGLIP_TOWERS),
         ModelFamily("Siglip2Model", "siglip2", "Siglip2Processor", loss="sigmoid", text_padding="max_length",
-                    max_logit_scale=None, default_max_text_length=64),
+                    max_logit_scale=None, default_max_text_length=64, **_SIGLIP_TOWERS),
         # CLIP with a Chinese BERT text tower: CLIP's loss and pooling, a longer text limit
         ModelFamily("ChineseCLIPModel", "chinese_clip", "ChineseCLIPProcessor", default_max_text_length=512),
     )

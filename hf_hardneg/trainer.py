@@ -196,6 +196,9 @@ class HardNegCLIPTrainer(Trainer):
                 "fields and the paper's defaults: HardNegCLIPConfig(output_dir=..., **your_training_arguments)"
             )
         args = copy.copy(args)  # schedules derived below (save_steps from save_fraction_of_data) stay ours
+        from hf_hardneg.parameter_efficient import prepare_trainable_parameters
+
+        model = prepare_trainable_parameters(model, args)  # freezing preset or LoRA adapters (train_parameters)
         tokenizer, image_processor = _split_processing(processing_class, image_processor)
         if data_collator is None:
             if tokenizer is None or image_processor is None:
@@ -713,9 +716,23 @@ class HardNegCLIPTrainer(Trainer):
             dataset_args=dataset_args, **kwargs)
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        """Save weights (safetensors) and tokenizer as the Trainer does, plus the image processor."""
-        super()._save(output_dir, state_dict=state_dict)
+        """Save weights (safetensors) and tokenizer as the Trainer does, plus the image processor.
+
+        With LoRA adapters, checkpoints hold the adapters (to resume); any other folder gets the
+        merged model as a plain checkpoint and the adapters in its ``adapter/`` sub-folder.
+        """
+        from hf_hardneg.parameter_efficient import ADAPTER_FOLDER, is_peft_model, save_merged_model
+
         folder = output_dir if output_dir is not None else self.args.output_dir
+        is_checkpoint = os.path.basename(os.path.normpath(folder)).startswith(PREFIX_CHECKPOINT_DIR)
+        if is_peft_model(self.model) and not is_checkpoint:
+            super()._save(os.path.join(folder, ADAPTER_FOLDER), state_dict=state_dict)
+            if self.args.should_save:
+                save_merged_model(self.model, folder)
+                if self.processing_class is not None:
+                    self.processing_class.save_pretrained(folder)
+        else:
+            super()._save(output_dir, state_dict=state_dict)
         if self.args.should_save:
             if self.image_processor is not None:
                 self.image_processor.save_pretrained(folder)

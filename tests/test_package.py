@@ -26,7 +26,7 @@ def test_import_is_cheap_no_torch_until_needed():
 def test_console_script_lists_every_command():
     out = subprocess.run([sys.executable, "-m", "hf_hardneg", "--help"], capture_output=True, text=True,
                          check=True).stdout
-    for command in ("stats", "negatives", "evaluate", "compare", "build-inpaintcoco", "push"):
+    for command in ("stats", "negatives", "evaluate", "compare", "build-inpaintcoco", "push", "interpolate"):
         assert command in out
 
 

@@ -91,6 +91,13 @@ _EXPORTS = {
     # training-time
     "ConceptEvalCallback": "callback",
     "ConceptRetrievalEvaluator": "evaluator",
+    # zero-shot classification
+    "ZeroShotEvaluator": "zeroshot",
+    "ZeroShotResult": "zeroshot",
+    "imagenet_class_names": "zeroshot",
+    "imagenet_templates": "zeroshot",
+    "load_image_folder": "zeroshot",
+    "zero_shot_evaluate": "zeroshot",
     "load_history": "plotting",
     "plot_tradeoff": "plotting",
     # evaluate wrappers

@@ -60,13 +60,18 @@ def results_from_metrics(metrics: Mapping[str, Any], prefix: str = "", dataset: 
             concept[name[len(CONCEPT_PREFIX):]] = {"accuracy": value}
         elif name.startswith(_RETRIEVAL_DIRECTIONS):
             retrieval[name] = value
-    if not (concept or retrieval):
+    from .zeroshot import results_from_zeroshot_metrics
+
+    zeroshot = results_from_zeroshot_metrics(dict(metrics), prefix, dataset)
+    if not (concept or retrieval or zeroshot):
         return None
     tasks: dict[str, Any] = {}
     if concept:
         tasks["concept"] = {"dataset": dataset, "kind": "multiple_choice", "metrics": concept}
     if retrieval:
         tasks["retrieval"] = {"dataset": dataset, "kind": "retrieval", "metrics": retrieval}
+    if zeroshot:
+        tasks["zeroshot"] = zeroshot
     return {"settings": {"measured_at_step": step}, "tasks": tasks}
 
 

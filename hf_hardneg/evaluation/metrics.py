@@ -22,7 +22,7 @@ Trainer callback, a notebook or an ``evaluate`` wrapper alike.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
@@ -319,12 +319,16 @@ def zero_shot_accuracy(
     chunk_size: int = 4096,
     tie_tolerance: float = DEFAULT_TIE_TOLERANCE,
     normalize: bool = True,
-) -> dict[str, float]:
+    class_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Top-k accuracy of classifying images by their nearest class-name embedding.
 
     ``class_embeds`` is ``(num_classes, d)`` (one embedding per class, e.g. the
     mean of several prompt embeddings). Ties count against the true class.
-    Keys ``top1``, ``top5`` (only for k < num_classes) and ``count``.
+    Keys ``top1``, ``top5`` (only for k < num_classes) and ``count``. With
+    ``class_names``, also ``per_class`` (each class with images: its top-k and
+    count) and ``mean_per_class_top1`` (the mean over those classes, which an
+    unbalanced set's ``top1`` is not).
     """
     images = torch.as_tensor(image_embeds)
     classes = torch.as_tensor(class_embeds)
@@ -339,9 +343,21 @@ def zero_shot_accuracy(
     for start in range(0, images.shape[0], chunk_size):
         sims = images[start : start + chunk_size].float() @ classes.float().T
         ranks[start : start + sims.shape[0]] = candidate_ranks(sims, labels[start : start + sims.shape[0]], tie_tolerance=tie_tolerance)
-    out = {f"top{k}": v for k, v in recall_at_k(ranks, [k for k in ks if k < classes.shape[0] or k == 1]).items()}
+    used_ks = [k for k in ks if k < classes.shape[0] or k == 1]
+    out: dict[str, Any] = {f"top{k}": v for k, v in recall_at_k(ranks, used_ks).items()}
     out["count"] = int(images.shape[0])
     out["num_classes"] = int(classes.shape[0])
+    if class_names is not None:
+        if len(class_names) != classes.shape[0]:
+            raise ValueError(f"{len(class_names)} class names for {classes.shape[0]} class embeddings")
+        per_class: dict[str, dict[str, float]] = {}
+        for c in sorted(set(labels.tolist())):
+            mine = ranks[labels == c]
+            name = class_names[c] if class_names[c] not in per_class else f"{class_names[c]} (#{c})"
+            per_class[name] = {**{f"top{k}": v for k, v in recall_at_k(mine, used_ks).items()},
+                               "count": int(mine.numel())}
+        out["per_class"] = per_class
+        out["mean_per_class_top1"] = sum(v["top1"] for v in per_class.values()) / len(per_class) if per_class else 0.0
     return out
 
 

@@ -70,7 +70,7 @@ def summary_rows(results: Mapping[str, Any]) -> list[SummaryRow]:
                     rows.append(SummaryRow(task, direction, name.split("_", 1)[1], metrics[name],
                                            metrics.get("num_texts" if direction == "t2i" else "num_images")))
         elif kind == "classification":
-            for name in ("top1", "top5"):
+            for name in ("top1", "top5", "mean_per_class_top1"):
                 if name in metrics:
                     rows.append(SummaryRow(task, "all", name, metrics[name], metrics.get("count")))
         elif kind in _GROUP_METRICS:
@@ -142,6 +142,13 @@ def results_table(results: Mapping[str, Any], digits: int = 3) -> str:
     if skipped:
         parts += ["", "Examples left out:", ""]
         parts += [f"- `{task}`: {n} -- {why}" for task, why, n in skipped]
+    for task, entry in results.get("tasks", {}).items():
+        per_class = entry.get("metrics", {}).get("per_class") if entry.get("kind") == "classification" else None
+        if per_class:
+            ks = [k for k in ("top1", "top5") if any(k in v for v in per_class.values())]
+            parts += ["", f"## `{task}`: accuracy per class", ""]
+            parts.append(_table(["class", *ks, "n"], [[name, *(_fmt(v.get(k), digits) for k in ks),
+                                                      _fmt(v.get("count"), digits)] for name, v in per_class.items()]))
     control = text_only_rows(results)
     if control:
         priors = sorted({e["text_only_control"]["prior"] for e in results["tasks"].values() if e.get("text_only_control")})

@@ -14,7 +14,8 @@ Tasks (names accepted by ``--tasks``):
 ``valse``                  VALSE caption-vs-foil accuracy per piece (validated examples)
 ``whatsup``                What'sUp spatial relations (Controlled-A/B, COCO-QA, VG-QA)
 ``colorswap``              ColorSwap text / image / group scores
-``zeroshot``               zero-shot classification with class-name prompts (CIFAR-10 default)
+``zeroshot``               zero-shot top-1/top-5/per-class accuracy (CIFAR-10 default; any ClassLabel
+                           dataset or image folder; ``templates=imagenet`` for CLIP's 80 prompts)
 ``flickr30k``, ``sbu``,    concept accuracy on the paper's generalisation sets (Table 2)
 ``fashion200k``,
 ``nasa_earth_instagram``,
@@ -224,11 +225,18 @@ def run_aro(run: _Run, task: Task):
 
 
 def run_zeroshot(run: _Run, task: Task):
+    """Zero-shot classification (see :mod:`hf_hardneg.evaluation.zeroshot`): a dataset with a ``ClassLabel``
+    column or an image folder; ``templates=`` and ``class_names=`` (``imagenet``, a file, a list) override
+    ``prompt_templates`` and the dataset's label names, e.g. ``--source zeroshot:templates=imagenet``."""
+    from .zeroshot import load_zeroshot_set, resolve_templates
+
     kw = _kwargs(run.source("zeroshot"))
-    cs = adapters.load_classification(**kw).subset(run.max_examples, run.seed)
-    label = str(kw.get("source", adapters.DEFAULT_CLASSIFICATION[0]))[:80]
-    metrics = score_classification(run.embedder, cs, run.prompt_templates, run.tie_tolerance)
-    return label, task.kind, metrics
+    templates = resolve_templates(kw.pop("templates")) if "templates" in kw else tuple(run.prompt_templates)
+    source = kw.pop("source", adapters.DEFAULT_CLASSIFICATION[0])
+    split = kw.pop("split", adapters.DEFAULT_CLASSIFICATION[1])
+    cs = load_zeroshot_set(source, split, kw.pop("class_names", None), **kw).subset(run.max_examples, run.seed)
+    metrics = score_classification(run.embedder, cs, templates, run.tie_tolerance)
+    return str(source)[:80], task.kind, metrics, run.extras(cs)
 
 
 def run_captioned(run: _Run, task: Task):

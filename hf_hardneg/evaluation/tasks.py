@@ -406,11 +406,12 @@ DEFAULT_PROMPT_TEMPLATES = (
 
 @dataclass
 class ClassificationSet:
-    """Images with integer labels into ``class_names``."""
+    """Images with integer labels into ``class_names``; ``notes`` (how the data was read) go into the results."""
 
     images: Sequence
     labels: list[int]
     class_names: list[str]
+    notes: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         if len(self.images) != len(self.labels):
@@ -423,18 +424,22 @@ class ClassificationSet:
         keep = _subsample(len(self.labels), max_examples, seed)
         if len(keep) == len(self.labels):
             return self
-        return ClassificationSet(IndexedView(self.images, keep), [self.labels[i] for i in keep], self.class_names)
+        return ClassificationSet(IndexedView(self.images, keep), [self.labels[i] for i in keep], self.class_names,
+                                 dict(self.notes))
 
 
 def score_classification(embedder: Embedder, cs: ClassificationSet,
                          templates: Sequence[str] = DEFAULT_PROMPT_TEMPLATES,
                          tie_tolerance: float | None = None) -> dict:
-    """Zero-shot top-1/top-5 accuracy with class-name prompts; ``chance`` = 1 / number of classes."""
+    """Zero-shot top-1/top-5 accuracy with class-name prompts, overall and per class (see
+    :func:`~hf_hardneg.evaluation.metrics.zero_shot_accuracy`); ``chance`` = 1 / number of classes."""
     tol = embedder.tie_tolerance if tie_tolerance is None else tie_tolerance
     classes = embedder.embed_class_names([c.replace("_", " ") for c in cs.class_names], templates)
     images = embedder.embed_images(cs.images, desc="classification images")
-    out = zero_shot_accuracy(images, classes, cs.labels, tie_tolerance=tol, normalize=False)
+    out = zero_shot_accuracy(images, classes, cs.labels, tie_tolerance=tol, normalize=False,
+                             class_names=cs.class_names)
     out["chance"] = 1.0 / len(cs.class_names)
+    out["num_templates"] = len(templates)
     return out
 
 
