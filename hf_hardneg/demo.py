@@ -95,7 +95,10 @@ class DemoConfig:
     ``checkpoint_concepts`` (default: ``concepts``) are measured every
     ``eval_every`` stage-2 steps on all held-out scenes, for the trade-off plots;
     the *object* concept has 80 candidates per caption, which makes it the slow
-    one to evaluate at every checkpoint. ``image_negatives`` adds the
+    one to evaluate at every checkpoint. Zero-shot classification of the world's
+    objects is measured on ``zeroshot_scenes`` held-out one-object scenes, for
+    every model and for a WiSE-FT interpolation (``wise_ft_alpha``) between the
+    stage-1 weights and those of ``wise_ft_run`` (``None``: none). ``image_negatives`` adds the
     text-only/text-and-image comparison for ``image_negative_concepts``.
     ``parallel_runs`` stage-2 runs train at once, each in its own process with
     ``num_threads`` torch threads (``None``: torch's default).
@@ -120,13 +123,17 @@ class DemoConfig:
     checkpoint_concepts: list[str] | None = field(default_factory=lambda: ["color", "location", "size"])
     image_negatives: bool = False
     image_negative_concepts: list[str] = field(default_factory=lambda: ["color", "size"])
+    zeroshot_scenes: int = 360
+    wise_ft_run: str | None = "hn_color"
+    wise_ft_alpha: float = 0.5
     eval_batch_size: int = 256
     parallel_runs: int = 2
     num_threads: int | None = 1
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("stage1_scenes", "stage2_scenes", "eval_scenes", "eval_every", "parallel_runs"):
+        for name in ("stage1_scenes", "stage2_scenes", "eval_scenes", "eval_every", "parallel_runs",
+                     "zeroshot_scenes"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"demo config: {name} must be >= 1, got {getattr(self, name)}")
         if self.num_hard_negatives < 1:
@@ -157,6 +164,12 @@ class DemoConfig:
             if reserved:
                 raise ValueError(f"demo config: {stage} may not set {reserved}; the demo sets them "
                                  "(use the top-level seed / concepts / num_hard_negatives)")
+        runs = {"classic", *(f"hn_{c}" for c in self.concepts)}
+        if self.wise_ft_run is not None and self.wise_ft_run not in runs:
+            raise ValueError(f"demo config: wise_ft_run {self.wise_ft_run!r} is not a stage-2 run; choose one of "
+                             f"{sorted(runs)} or null")
+        if not 0.0 <= float(self.wise_ft_alpha) <= 1.0:
+            raise ValueError(f"demo config: wise_ft_alpha must be in [0, 1], got {self.wise_ft_alpha}")
         self.world_config()  # validate early
 
     def world_config(self):
@@ -207,7 +220,8 @@ def _data_fingerprint(cfg: DemoConfig) -> str:
     from hf_hardneg import synthetic
 
     source = hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest()
-    sizes = {"stage1": cfg.stage1_scenes, "stage2": cfg.stage2_scenes, "eval": cfg.eval_scenes}
+    sizes = {"stage1": cfg.stage1_scenes, "stage2": cfg.stage2_scenes, "eval": cfg.eval_scenes,
+             "zeroshot": cfg.zeroshot_scenes}
     return _fingerprint(dataclasses.asdict(cfg.world_config()), sizes, cfg.world_seed, source)
 
 
@@ -262,6 +276,9 @@ def build_demo_datasets(cfg: DemoConfig) -> dict[str, Any]:
         keep, input_columns="caption", desc="stage-2 rows naming every concept"))
     out["eval_pairs"] = _cached(root / "eval_pairs", lambda: make_edited_pairs(
         cfg.eval_scenes, seed=cfg.world_seed, config=world, start=starts["eval"]))
+    one_object = dataclasses.replace(world, min_objects=1, max_objects=1)
+    out["zeroshot"] = _cached(root / "zeroshot", lambda: make_synthetic_dataset(
+        cfg.zeroshot_scenes, seed=cfg.world_seed, config=one_object, start=start))
     if cfg.image_negatives:
         for concept in cfg.image_negative_concepts:
             out[f"edits_{concept}"] = _cached(root / f"edits_{concept}", lambda concept=concept: make_edited_pairs(
@@ -270,7 +287,8 @@ def build_demo_datasets(cfg: DemoConfig) -> dict[str, Any]:
     out["root"] = root
     out["counts"] = {"stage2_scenes": len(out["stage2"]), "stage2_rows": len(out["stage2_rows"]),
                      "stage2_left_out": len(out["stage2"]) - len(out["stage2_rows"]),
-                     "eval_scenes": len(out["eval"]), "eval_pairs": len(out["eval_pairs"])}
+                     "eval_scenes": len(out["eval"]), "eval_pairs": len(out["eval_pairs"]),
+                     "zeroshot_scenes": len(out["zeroshot"])}
     return out
 
 
@@ -487,14 +505,46 @@ def _run_stage2(cfg: DemoConfig, data: Mapping[str, Any], stage1_dir: Path, run_
 # --------------------------------------------------------------------------- evaluation
 
 
+#: zero-shot prompts: the world's own caption templates around "the <object>"
+ZEROSHOT_TEMPLATES = ("the {}", "a photo of the {}", "a picture of the {}", "an image of the {}")
+ZEROSHOT_KEY = "zeroshot_top1"
+
+
+def zeroshot_set(cfg: DemoConfig, data: Mapping[str, Any]):
+    """One-object held-out scenes labelled with their object: the world's classification task."""
+    from hf_hardneg.evaluation.tasks import ClassificationSet
+
+    names = list(cfg.world_config().objects)
+    ds = data["zeroshot"]
+    labels = [names.index(objects[0]["noun"]) for objects in ds["objects"]]
+    return ClassificationSet(list(ds["image"]), labels, names, notes={"set": "held-out one-object scenes"})
+
+
 def evaluate_checkpoint(cfg: DemoConfig, model_dir: Path, data: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """Concept accuracy, retrieval and Equation-(1) pair accuracy on all held-out scenes."""
+    """Concept accuracy, retrieval, Equation-(1) pair accuracy and zero-shot accuracy on held-out scenes."""
     from hf_hardneg.evaluation import evaluate_model
 
-    return evaluate_model(str(model_dir), tasks=("concept", "retrieval", "inpaintcoco"),
-                          sources={"coco": data["eval"], "inpaintcoco": data["eval_pairs"]},
+    return evaluate_model(str(model_dir), tasks=("concept", "retrieval", "inpaintcoco", "zeroshot"),
+                          sources={"coco": data["eval"], "inpaintcoco": data["eval_pairs"],
+                                   "zeroshot": {"source": zeroshot_set(cfg, data),
+                                                "templates": list(ZEROSHOT_TEMPLATES)}},
                           concepts=list(cfg.concepts), batch_size=cfg.eval_batch_size,
                           device="auto", progress=False, name=name)
+
+
+def wise_ft(cfg: DemoConfig, stage1_dir: Path, finetuned_dir: Path, run_dir: Path) -> Path:
+    """The WiSE-FT interpolation of the stage-1 and a stage-2 model, saved as a plain checkpoint."""
+    from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+
+    from hf_hardneg.interpolation import interpolate_state_dicts
+
+    out = run_dir / "wise_ft"
+    model = interpolate_state_dicts(AutoModel.from_pretrained(stage1_dir), AutoModel.from_pretrained(finetuned_dir),
+                                    cfg.wise_ft_alpha)
+    model.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(finetuned_dir).save_pretrained(out)
+    AutoImageProcessor.from_pretrained(finetuned_dir).save_pretrained(out)
+    return out
 
 
 def headline(results: Mapping[str, Any], concepts: Sequence[str]) -> dict[str, float]:
@@ -509,15 +559,22 @@ def headline(results: Mapping[str, Any], concepts: Sequence[str]) -> dict[str, f
         for group, values in pairs.items():
             if group in concepts and isinstance(values, Mapping) and values.get("count"):
                 row[f"{PAIR_KEY}/{group}"] = float(values["image_score"])
+    if "zeroshot" in tasks:
+        row[ZEROSHOT_KEY] = float(tasks["zeroshot"]["metrics"]["top1"])
     return row
 
 
 def _chance(results: Mapping[str, Any], concepts: Sequence[str]) -> dict[str, float]:
     metrics = results["tasks"]["concept"]["metrics"]
-    return {c: metrics[c].get("chance") for c in concepts if c in metrics and isinstance(metrics[c], dict)}
+    chance = {c: metrics[c].get("chance") for c in concepts if c in metrics and isinstance(metrics[c], dict)}
+    if "zeroshot" in results["tasks"]:
+        chance[ZEROSHOT_KEY] = results["tasks"]["zeroshot"]["metrics"].get("chance")
+    return chance
 
 
 def _label(name: str) -> str:
+    if name == "wise_ft":
+        return "WiSE-FT"
     if name in RUN_LABELS:
         return RUN_LABELS[name]
     if name.startswith("hn_"):
@@ -596,7 +653,7 @@ def describe_effects(found: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 
 def _columns(cfg: DemoConfig) -> list[str]:
-    return [*cfg.concepts, RETRIEVAL_KEY, PAIR_KEY]
+    return [*cfg.concepts, RETRIEVAL_KEY, PAIR_KEY, ZEROSHOT_KEY]
 
 
 def _own_concept(cfg: DemoConfig) -> dict[str, str]:
@@ -646,6 +703,8 @@ def run_demo(cfg: DemoConfig, retrain_stage1: bool = False) -> dict[str, Any]:
     trained = _run_stage2(cfg, data, stage1_dir, run_dir, stage2_runs(cfg))
     timings["stage2_s"] = time.perf_counter() - t
     model_dirs = {"stage1": stage1_dir, **{name: v[0] for name, v in trained.items()}}
+    if cfg.wise_ft_run is not None:
+        model_dirs["wise_ft"] = wise_ft(cfg, stage1_dir, model_dirs[cfg.wise_ft_run], run_dir)
     histories = {name: v[1] for name, v in trained.items()}
     runs = {name: v[2] for name, v in trained.items()}
 
