@@ -37,6 +37,10 @@ _EXPORTS = {
     # evaluation
     "evaluate_model": "hf_hardneg.evaluation",
     "ConceptEvalCallback": "hf_hardneg.evaluation",
+    "zero_shot_evaluate": "hf_hardneg.evaluation",
+    # keeping what the model knew
+    "interpolate_state_dicts": "hf_hardneg.interpolation",
+    "merge_adapters": "hf_hardneg.parameter_efficient",
     # publishing
     "create_model_card": "hf_hardneg.model_card",
     "write_model_card": "hf_hardneg.model_card",
