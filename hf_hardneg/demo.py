@@ -239,13 +239,16 @@ def _cached(path: Path, make):
     return datasets.load_from_disk(str(path))  # memory-mapped, like any cached dataset
 
 
-def _names_every_concept(concepts: Sequence[str]):
-    from hf_hardneg.substitution import find_keywords
+class _NamesEveryConcept:
+    """Row filter (picklable, so ``datasets`` can fingerprint it): the caption names every concept."""
 
-    def keep(caption: str) -> bool:
-        return all(find_keywords(caption, c) for c in concepts)
+    def __init__(self, concepts: Sequence[str]):
+        self.concepts = tuple(concepts)
 
-    return keep
+    def __call__(self, caption: str) -> bool:
+        from hf_hardneg.substitution import find_keywords
+
+        return all(find_keywords(caption, c) for c in self.concepts)
 
 
 def build_demo_datasets(cfg: DemoConfig) -> dict[str, Any]:
@@ -270,7 +273,7 @@ def build_demo_datasets(cfg: DemoConfig) -> dict[str, Any]:
         out[split] = _cached(root / split, lambda n=n, start=start: make_synthetic_dataset(
             n, seed=cfg.world_seed, config=world, start=start, progress=cfg.progress))
         start += n
-    keep = _names_every_concept(cfg.concepts)
+    keep = _NamesEveryConcept(cfg.concepts)
     rows_key = _fingerprint(sorted(cfg.concepts))
     out["stage2_rows"] = _cached(root / f"stage2_rows_{rows_key}", lambda: out["stage2"].filter(
         keep, input_columns="caption", desc="stage-2 rows naming every concept"))

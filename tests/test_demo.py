@@ -46,10 +46,13 @@ def test_shortened_demo_runs_end_to_end_and_reuses_stage1(tiny_config, tmp_path,
 
     for seed in (0, 1):
         report = json.loads((out / f"seed{seed}" / "demo_results.json").read_text())
-        assert set(report["summary"]) == {"stage1"} | RUNS
+        assert set(report["summary"]) == {"stage1", "wise_ft"} | RUNS
         for row in report["summary"].values():
-            assert {"color", "size", "location", "object", "t2i_R@5", "pair_accuracy"} <= set(row)
+            assert {"color", "size", "location", "object", "t2i_R@5", "pair_accuracy", "zeroshot_top1"} <= set(row)
             assert all(0.0 <= v <= 1.0 for v in row.values())
+        assert report["chance"]["zeroshot_top1"] == pytest.approx(1 / 18)
+        assert report["counts"]["zeroshot_scenes"] == DemoConfig().zeroshot_scenes
+        assert (out / f"seed{seed}" / "wise_ft" / "model.safetensors").is_file()
         assert report["chance"]["color"] == pytest.approx(1 / 9)
         assert report["chance"]["size"] == pytest.approx(1 / 2)
         # every stage-2 run starts from the same stage-1 weights, on the same rows, for the same steps

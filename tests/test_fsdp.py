@@ -3,7 +3,7 @@
 accelerate's ``--use_fsdp`` falls back to plain DDP on CPU, so this test shards with
 ``torch.distributed.fsdp.fully_shard`` directly (hf_hardneg.fsdp.shard_dual_encoder) and
 runs the library's encode-and-loss path: loss, every gradient and every parameter after
-three AdamW steps must equal the one-process run (float64, so to ~1e-12 on any CPU), for
+three AdamW steps must equal the one-process run (float64; see the tolerances below), for
 k = 1 and 3; the gathered full state dict must load with ``CLIPModel.from_pretrained``.
 """
 
@@ -142,7 +142,11 @@ def test_two_processes_with_fully_shard_equal_one_process(tmp_path, tiny_clip_di
     for k in ("k1", "k3"):
         case = result[k]
         assert case["losses"] == pytest.approx(case["reference_losses"], rel=1e-12), k
-        assert case["grad"] < 1e-11 and case["param"] < 1e-11, (k, case["grad"], case["param"])
+        # Gradients: float64 sums in another order differ by ~1e-15 relative. Parameters: AdamW divides by
+        # sqrt(v) + eps, so a coordinate whose gradient is near eps (1e-8) moves by up to lr/eps = 1e5 times
+        # its gradient's difference per step: 3 steps x 1e5 x 1e-14 = 3e-9 is the bound the arithmetic gives.
+        assert case["grad"] < 1e-11, (k, case["grad"])
+        assert case["param"] < 3e-9, (k, case["param"])
         assert case["moved"] > 0.9 * case["total"]  # the comparison is about parameters that trained
         assert case["logit_scale_shape"] == []  # the gathered state dict has CLIP's 0-dim scale
     loaded = CLIPModel.from_pretrained(tmp_path / "saved", dtype=torch.float64)  # an ordinary checkpoint
