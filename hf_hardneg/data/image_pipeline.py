@@ -310,10 +310,10 @@ def pack_uint8(images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor
     lengths = [image.size for image in images]
     packed = _shared_buffer((len(images), max(lengths)), torch.uint8)
     sizes = torch.empty((len(images), 2), dtype=torch.int32)
+    rows = packed.numpy()
     for row, image in enumerate(images):
-        flat = torch.from_numpy(np.ascontiguousarray(image).reshape(-1))
-        packed[row, : flat.numel()] = flat
-        packed[row, flat.numel():] = 0
+        rows[row, : image.size] = image.reshape(-1)
+        rows[row, image.size:] = 0
         sizes[row, 0], sizes[row, 1] = image.shape[0], image.shape[1]
     return packed, sizes
 
