@@ -88,8 +88,10 @@ class HardNegativeCollator:
         skip_corrupt_images: drop rows whose image cannot be decoded (logged and
             counted in the batch's ``num_skipped_images``) instead of raising.
         draft_decode: decode JPEGs at reduced scale when it cannot go below the
-            processor's resize target (faster; pixels differ slightly from a full
-            decode followed by the processor's resize).
+            processor's resize target, and in the CPU tier resize only the region
+            that becomes the centre crop (faster; pixels differ slightly from a full
+            decode followed by the processor's resize). ``False``: the processor's
+            pixels bit for bit in the CPU tier.
         image_preprocessing: ``"cpu"`` (decode, resize and crop in uint8, normalise
             per batch: the processor's values bit for bit without draft decoding),
             ``"device"`` (decode only; the batch holds packed uint8 images that

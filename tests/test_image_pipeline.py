@@ -129,8 +129,10 @@ def test_mixed_sizes_and_images_smaller_than_the_crop(processors):
     processor = CLIPImageProcessor(size={"shortest_edge": 24}, crop_size={"height": 30, "width": 20})
     images = [_random_image(40, 64, 1), _random_image(64, 40, 2), _random_image(40, 64, 3), _random_image(9, 13, 4)]
     expected = processor(images=images, return_tensors="pt")["pixel_values"]
-    cpu = ImagePipeline(processor, tier="cpu")(images)["pixel_values"]
+    cpu = ImagePipeline(processor, tier="cpu", draft_decode=False)(images)["pixel_values"]
     assert torch.equal(cpu, expected)  # zero padding where the resized image is narrower than the crop
+    fast = ImagePipeline(processor, tier="cpu")(images)["pixel_values"]  # only the crop region resized
+    assert (fast - expected).abs().mean() < 0.005
     packed = ImagePipeline(processor, tier="device")(images)
     assert packed["packed_pixel_values"].dtype == torch.uint8 and packed["packed_pixel_values"].shape[0] == 4
     assert packed["packed_pixel_values_sizes"].tolist() == [[40, 64], [64, 40], [40, 64], [9, 13]]
@@ -148,7 +150,7 @@ def test_filters_without_a_torch_equivalent_resize_in_the_worker(processors):
                                    resample=PIL.Image.Resampling.LANCZOS)
     images = [_random_image(30, 50, 5), _random_image(50, 30, 6)]
     expected = processor(images=images, return_tensors="pt")["pixel_values"]
-    packed = ImagePipeline(processor, tier="device")(images)
+    packed = ImagePipeline(processor, tier="device", draft_decode=False)(images)
     assert packed["packed_pixel_values_sizes"].tolist() == [[16, 16], [16, 16]]
     assert torch.allclose(finish_images(packed)["pixel_values"], expected, atol=1e-5)
 
@@ -295,5 +297,5 @@ def test_evaluator_embeds_the_same_in_both_tiers(tiny_clip_dir):
     device = Embedder.from_pretrained(tiny_clip_dir, device="cpu", progress=False, batch_size=2,
                                       image_preprocessing="device")
     expected = reference.embed_images(images)
-    assert torch.allclose(cpu.embed_images(images), expected, atol=1e-5)  # same pixels, other batch sizes
+    assert torch.allclose(cpu.embed_images(images), expected, atol=2e-3)  # crop-region resize: a few pixels differ
     assert torch.allclose(device.embed_images(images), expected, atol=0.05)
