@@ -12,12 +12,14 @@ a ``DataLoader`` with 0 and N workers, four ways of making a batch:
 * ``device``: the device tier's worker side (decode and pack uint8 only; the resize
   and normalisation then run on the GPU and are not counted here).
 
-The rate is images divided by the CPU time of the process that did the work:
-this process with 0 workers (``time.process_time``), the workers with N
-(``resource.getrusage(RUSAGE_CHILDREN)`` after they have been joined; their start
-is included). Rounds alternate the cases (rotating their order) so that a busy
-shared machine slows all alike; min and median over rounds are reported, and
-speed-ups against ``naive`` use the medians.
+The rate is images divided by the CPU time (user + system) of the processes that
+made the batches: this process with 0 workers (``time.process_time``), the
+persistent workers with N (read from ``/proc/<pid>/stat`` around each pass, so
+their start-up is left out, as in a long run; the main process's own CPU time is
+reported beside it as ``main_cpu_s``). One warm-up pass per case, then rounds
+alternate the cases (rotating their order) so that a busy shared machine slows all
+alike; min and median over rounds are reported, speed-ups against ``naive`` use
+the medians.
 
     python benchmarks/data_throughput.py --images 256 --rounds 3 --workers 0 2 --json /tmp/data.json
 """
@@ -28,7 +30,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -86,21 +87,31 @@ def make_collator(case: str, tokenizer, processor):
     return HardNegativeCollator(tokenizer, processor, num_hard_negatives=1, image_preprocessing=case)
 
 
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def measure(collator, rows, batch_size: int, workers: int) -> dict:
-    loader = torch.utils.data.DataLoader(rows, batch_size=batch_size, collate_fn=collator, num_workers=workers,
-                                         prefetch_factor=2 if workers else None, persistent_workers=False)
-    wall, main, children = time.perf_counter(), time.process_time(), children_cpu()
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a live process has used so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def make_loader(collator, rows, batch_size: int, workers: int):
+    return torch.utils.data.DataLoader(rows, batch_size=batch_size, collate_fn=collator, num_workers=workers,
+                                       prefetch_factor=2 if workers else None, persistent_workers=workers > 0)
+
+
+def measure(loader, workers: int) -> dict:
+    """One pass over ``loader``: images per CPU-second of the process(es) that made the batches."""
+    iterator = iter(loader)  # persistent workers: started by the warm-up pass, not counted here
+    pids = [worker.pid for worker in getattr(iterator, "_workers", [])]
+    wall, main = time.perf_counter(), time.process_time()
+    before = [process_cpu(pid) for pid in pids]
     count = 0
-    for batch in loader:
+    for batch in iterator:
         count += next(iter(batch.values())).shape[0]
-    del loader  # workers are joined when the iterator ends; their CPU time is then in RUSAGE_CHILDREN
-    wall, main, children = time.perf_counter() - wall, time.process_time() - main, children_cpu() - children
-    work = children if workers else main
+    wall, main = time.perf_counter() - wall, time.process_time() - main
+    work = sum(process_cpu(pid) - start for pid, start in zip(pids, before)) if workers else main
     return {"images": count, "worker_cpu_s": round(work, 4), "main_cpu_s": round(main, 4), "wall_s": round(wall, 4),
             "images_per_cpu_s": count / work}
 
@@ -118,10 +129,14 @@ def run(args) -> dict:
     results = {}
     for workers in args.workers:
         samples = {case: [] for case in args.cases}
+        loaders = {case: make_loader(make_collator(case, tokenizer, processor), rows, args.batch_size, workers)
+                   for case in args.cases}
+        for loader in loaders.values():  # warm-up pass: starts the persistent workers, fills the file cache
+            measure(loader, workers)
         for round_index in range(args.rounds):
             order = args.cases[round_index % len(args.cases):] + args.cases[: round_index % len(args.cases)]
             for case in order:
-                sample = measure(make_collator(case, tokenizer, processor), rows, args.batch_size, workers)
+                sample = measure(loaders[case], workers)
                 samples[case].append(sample)
                 print(json.dumps({"workers": workers, "round": round_index, "case": case, **sample}), flush=True)
         summary = {}
@@ -134,6 +149,7 @@ def run(args) -> dict:
             for case in summary:
                 summary[case]["speedup_vs_naive"] = round(summary[case]["median"] / summary["naive"]["median"], 2)
         results[f"workers={workers}"] = summary
+        del loaders  # shuts the persistent workers down
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip() + f", {os.cpu_count()} CPUs, "

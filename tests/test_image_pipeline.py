@@ -135,7 +135,7 @@ def test_mixed_sizes_and_images_smaller_than_the_crop(processors):
     assert (fast - expected).abs().mean() < 0.005
     packed = ImagePipeline(processor, tier="device")(images)
     assert packed["packed_pixel_values"].dtype == torch.uint8 and packed["packed_pixel_values"].shape[0] == 4
-    assert packed["packed_pixel_values_sizes"].tolist() == [[40, 64], [64, 40], [40, 64], [9, 13]]
+    assert packed["packed_pixel_values_sizes"] == ((40, 64), (64, 40), (40, 64), (9, 13))  # host ints
     device = finish_images(packed)
     assert set(device) == {"pixel_values"}
     assert device["pixel_values"].shape == expected.shape
@@ -151,7 +151,7 @@ def test_filters_without_a_torch_equivalent_resize_in_the_worker(processors):
     images = [_random_image(30, 50, 5), _random_image(50, 30, 6)]
     expected = processor(images=images, return_tensors="pt")["pixel_values"]
     packed = ImagePipeline(processor, tier="device", draft_decode=False)(images)
-    assert packed["packed_pixel_values_sizes"].tolist() == [[16, 16], [16, 16]]
+    assert packed["packed_pixel_values_sizes"] == ((16, 16), (16, 16))
     assert torch.allclose(finish_images(packed)["pixel_values"], expected, atol=1e-5)
 
 

@@ -339,33 +339,47 @@ def _shared_buffer(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     return torch.empty(0, dtype=dtype).set_(storage).view(shape)
 
 
-def pack_uint8(images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(n, L)`` uint8 rows of HWC bytes (zero-padded) and ``(n, 2)`` int32 sizes."""
+def pack_uint8(images: Sequence[np.ndarray]) -> tuple[torch.Tensor, tuple[tuple[int, int], ...]]:
+    """``(n, L)`` uint8 rows of HWC bytes (zero-padded) and the images' ``(h, w)``.
+
+    The sizes stay plain Python ints: the Trainer and accelerate move tensors to the
+    GPU, and reading sizes back from there would make every step wait for the GPU.
+    """
     lengths = [image.size for image in images]
     packed = _shared_buffer((len(images), max(lengths)), torch.uint8)
-    sizes = torch.empty((len(images), 2), dtype=torch.int32)
     rows = packed.numpy()
     for row, image in enumerate(images):
         rows[row, : image.size] = image.reshape(-1)
         rows[row, image.size:] = 0
-        sizes[row, 0], sizes[row, 1] = image.shape[0], image.shape[1]
-    return packed, sizes
+    return packed, tuple((int(image.shape[0]), int(image.shape[1])) for image in images)
 
 
-def _finish_packed(packed: torch.Tensor, sizes: torch.Tensor, recipe: ImageRecipe) -> torch.Tensor:
+def _to(device, values, dtype) -> torch.Tensor:
+    # from pageable memory a non-blocking copy is staged at once and does not wait for the GPU's queue
+    return torch.tensor(values, dtype=dtype).to(device, non_blocking=True)
+
+
+def _finish_packed(packed: torch.Tensor, sizes: Sequence[tuple[int, int]], recipe: ImageRecipe) -> torch.Tensor:
     """Packed uint8 images -> ``(n, 3, H, W)`` float32 pixel values on ``packed``'s device."""
     device = packed.device
-    shapes = [tuple(size) for size in sizes.tolist()]
+    shapes = [(int(height), int(width)) for height, width in sizes]
+    if len(shapes) != packed.shape[0]:
+        raise ValueError(f"a packed batch of {packed.shape[0]} images has {len(shapes)} sizes; device-tier batches "
+                         "cannot be cut by accelerate's dispatch_batches (HardNegCLIPConfig turns it off)")
     out_h, out_w = recipe.output_size(*shapes[0])
-    out = torch.empty((len(shapes), 3, out_h, out_w), dtype=torch.float32, device=device)
+    out = None
     groups: dict[tuple[int, int], list[int]] = {}
     for row, shape in enumerate(shapes):
         groups.setdefault(shape, []).append(row)
     mode = _DEVICE_MODES.get(recipe.resample)
+    whole = len(groups) == 1
+    mean = _to(device, recipe.mean, torch.float32).view(1, 3, 1, 1) if recipe.mean is not None else None
+    std = _to(device, recipe.std, torch.float32).view(1, 3, 1, 1) if recipe.std is not None else None
     for (height, width), rows in groups.items():
-        index = torch.tensor(rows, device=device)
-        images = packed.index_select(0, index)[:, : height * width * 3].view(len(rows), height, width, 3)
-        images = images.permute(0, 3, 1, 2).float()
+        index = None if whole else _to(device, rows, torch.int64)
+        chosen = packed if whole else packed.index_select(0, index)
+        images = chosen[:, : height * width * 3].reshape(len(rows), height, width, 3)
+        images = images.permute(0, 3, 1, 2).to(dtype=torch.float32, memory_format=torch.contiguous_format)
         new_h, new_w = recipe.resized_size(height, width)
         if (new_h, new_w) != (height, width):
             if mode is not None:
@@ -387,11 +401,13 @@ def _finish_packed(packed: torch.Tensor, sizes: torch.Tensor, recipe: ImageRecip
         images = images[:, :, top: top + crop_h, left: left + crop_w]
         if recipe.rescale is not None:
             images = images * recipe.rescale
-        if recipe.mean is not None:
-            mean = torch.tensor(recipe.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-            std = torch.tensor(recipe.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        if mean is not None:
             images = (images - mean) / std
-        out[index] = images
+        if whole:
+            return images.contiguous()
+        if out is None:
+            out = torch.empty((len(shapes), 3, out_h, out_w), dtype=torch.float32, device=device)
+        out.index_copy_(0, index, images)
     return out
 
 
