@@ -88,8 +88,8 @@ class HardNegativeCollator:
         skip_corrupt_images: drop rows whose image cannot be decoded (logged and
             counted in the batch's ``num_skipped_images``) instead of raising.
         draft_decode: decode JPEGs at reduced scale when it cannot go below the
-            processor's resize target, and in the CPU tier resize only the region
-            that becomes the centre crop (faster; pixels differ slightly from a full
+            processor's resize target, and in the CPU tier resize with torch's uint8
+            kernels (faster; pixels differ slightly from a full
             decode followed by the processor's resize). ``False``: the processor's
             pixels bit for bit in the CPU tier.
         image_preprocessing: ``"cpu"`` (decode, resize and crop in uint8, normalise
