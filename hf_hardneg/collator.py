@@ -4,9 +4,12 @@ Hard negatives are plain dataset columns (``negative_1`` ... ``negative_k``, as
 written by :func:`hf_hardneg.substitution.add_hard_negatives`), so any
 ``datasets.Dataset`` with those columns trains. The collator
 
-* decodes images itself (see :mod:`hf_hardneg.data.images`): it runs inside
-  DataLoader workers, where JPEG draft decoding and mode conversion are cheap
-  to parallelise, and a corrupt file can be named and, on request, skipped;
+* decodes images itself (see :mod:`hf_hardneg.data.image_pipeline`): it runs inside
+  DataLoader workers, where decoding and mode conversion are cheap to parallelise,
+  and a corrupt file can be named and, on request, skipped. What else the workers
+  do depends on the tier: the CPU tier resizes and crops in uint8 and normalises
+  once per batch; the device tier only decodes and leaves the rest to the trainer's
+  input step on the GPU (:func:`~hf_hardneg.data.image_pipeline.finish_images`);
 * tokenises positives and negatives in ONE tokenizer call, so they share one
   padded width: the longest text of the batch rounded up to a multiple of 8
   (tensor-core friendly, few distinct shapes for ``torch.compile``) and never
@@ -32,7 +35,8 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from hf_hardneg.models import _NO_LIMIT
-from hf_hardneg.data.images import CorruptImageError, describe_image_source, open_image, processor_target_size
+from hf_hardneg.data.image_pipeline import ImagePipeline
+from hf_hardneg.data.images import CorruptImageError, describe_image_source, processor_target_size
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +88,18 @@ class HardNegativeCollator:
         skip_corrupt_images: drop rows whose image cannot be decoded (logged and
             counted in the batch's ``num_skipped_images``) instead of raising.
         draft_decode: decode JPEGs at reduced scale when it cannot go below the
-            processor's resize target (faster; pixels differ slightly from a full
-            decode followed by the processor's resize).
+            processor's resize target, and in the CPU tier resize with torch's uint8
+            kernels (faster; pixels differ slightly from a full
+            decode followed by the processor's resize). ``False``: the processor's
+            pixels bit for bit in the CPU tier.
+        image_preprocessing: ``"cpu"`` (decode, resize and crop in uint8, normalise
+            per batch: the processor's values bit for bit without draft decoding),
+            ``"device"`` (decode only; the batch holds packed uint8 images that
+            :func:`~hf_hardneg.data.image_pipeline.finish_images` completes on the
+            GPU, as :class:`~hf_hardneg.trainer.HardNegCLIPTrainer` does),
+            ``"processor"`` (the image processor per image), or ``"auto"``: the
+            CPU tier, which the trainer and the evaluator turn into the device tier
+            on a GPU (:meth:`for_device`).
 
     Example::
 
@@ -106,7 +120,8 @@ class HardNegativeCollator:
     padding: str = "longest"
     skip_corrupt_images: bool = False
     draft_decode: bool = True
-    _target: Mapping[str, int] | None = field(default=None, init=False, repr=False)
+    image_preprocessing: str = "auto"
+    _pipeline: ImagePipeline | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.padding not in ("longest", "max_length"):
@@ -121,7 +136,17 @@ class HardNegativeCollator:
                     "max_position_embeddings, e.g. 77 for CLIP)"
                 )
             self.max_length = int(model_max)
-        self._target = processor_target_size(self.image_processor) if self.draft_decode else None
+        self._pipeline = ImagePipeline(self.image_processor, self.image_preprocessing, self.draft_decode)
+
+    def for_device(self, device) -> "HardNegativeCollator":
+        """Settle ``image_preprocessing="auto"`` for the device the model runs on (the device tier on a GPU)."""
+        self._pipeline = ImagePipeline(self.image_processor, self.image_preprocessing, self.draft_decode, device)
+        return self
+
+    @property
+    def image_tier(self) -> str:
+        """The tier in use: ``"device"``, ``"cpu"`` or ``"processor"``."""
+        return self._pipeline.tier
 
     # -- rows -> pieces ------------------------------------------------------------------
 
@@ -182,7 +207,7 @@ class HardNegativeCollator:
             )
         source = row[column]
         try:
-            return open_image(source, self._target)
+            return self._pipeline.open(source)
         except CorruptImageError as err:
             message = (
                 f"{self._row_label(index, row)}: cannot decode image {describe_image_source(source)} "
@@ -262,12 +287,11 @@ class HardNegativeCollator:
                 "check image_column and the image files"
             )
         # pixel_values first: the Trainer takes the batch size from the first tensor it finds
-        batch = {"pixel_values": self.image_processor(images=images, return_tensors="pt")["pixel_values"]}
+        batch = self._pipeline.collate(images)
         batch.update(self._tokenize(positives + negatives))
         batch["num_hard_negatives"] = k
         if m:
-            batch["negative_pixel_values"] = self.image_processor(images=negative_images,
-                                                                  return_tensors="pt")["pixel_values"]
+            batch.update(self._pipeline.collate(negative_images, "negative_pixel_values"))
             batch["num_hard_negative_images"] = m
         if self.skip_corrupt_images:
             batch["num_skipped_images"] = skipped

@@ -121,6 +121,14 @@ class HardNegCLIPConfig(TrainingArguments):
         metadata={"help": "Skip rows whose image cannot be decoded (each is logged, and the count is logged as "
                           "skipped_images) instead of stopping with an error naming the file."},
     )
+    image_preprocessing: str = field(
+        default="auto",
+        metadata={"help": "Where images are resized and normalised (hf_hardneg.data.image_pipeline): 'device' "
+                          "(DataLoader workers only decode; the GPU finishes the batch), 'cpu' (workers resize and "
+                          "crop in uint8, normalise per batch), 'processor' (the image processor per image), or "
+                          "'auto': device on a GPU, cpu otherwise.",
+                  "choices": ["auto", "device", "cpu", "processor"]},
+    )
     text_pad_to_multiple_of: int = field(
         default=8,
         metadata={"help": "Pad texts dynamically to the longest of the batch rounded up to this multiple "

@@ -55,6 +55,7 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from hf_hardneg.collator import HardNegativeCollator
+from hf_hardneg.data.image_pipeline import finish_images
 from hf_hardneg.config import HardNegCLIPConfig
 from hf_hardneg.data.prepare import prepare_dataset
 from hf_hardneg.gradient_cache import gradient_cached_loss
@@ -217,6 +218,7 @@ class HardNegCLIPTrainer(Trainer):
                 max_length=max_text_length(model, tokenizer),
                 padding=family_of(model).text_padding,
                 skip_corrupt_images=args.skip_corrupt_images,
+                image_preprocessing=args.image_preprocessing,
             )
         image_column = getattr(data_collator, "image_column", image_column)
         caption_column = getattr(data_collator, "caption_column", caption_column)
@@ -260,6 +262,10 @@ class HardNegCLIPTrainer(Trainer):
 
         if find_model_card_callback(self) is None:
             self.add_callback(ModelCardCallback())
+        if isinstance(self.data_collator, HardNegativeCollator):  # "auto" images: the device tier on a GPU
+            if self.data_collator.image_preprocessing == "auto":
+                self.data_collator.image_preprocessing = args.image_preprocessing
+            self.data_collator.for_device(self.args.device)
         self.image_processor = image_processor if image_processor is not getattr(
             processing_class, "image_processor", None) else None
         if self.is_fsdp_enabled:  # FSDP2 refuses 0-dim parameters (CLIP's logit_scale); checkpoints keep the shape
@@ -473,6 +479,13 @@ class HardNegCLIPTrainer(Trainer):
             output.loss = output.loss + untouched
         self._record(model.training, scale, output, num_images, inputs.get("num_skipped_images", 0))
         return (output.loss, output) if return_outputs else output.loss
+
+    def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Move the batch to the device, then finish device-tier images there (resize, crop, normalise, batched)."""
+        inputs = super()._prepare_inputs(inputs)
+        if "image_recipe" in inputs:
+            inputs = self._prepare_input(finish_images(inputs))  # DeepSpeed's dtype for the new pixel values
+        return inputs
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Evaluation loss only: a batch's similarity matrix has no fixed shape to concatenate across batches.

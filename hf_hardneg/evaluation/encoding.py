@@ -14,7 +14,9 @@ trustworthy:
 * **Texts are batched by length** so that little compute is spent on padding
   (SigLIP is always padded to its fixed length; it pools the last position).
 * **Images are decoded lazily** in a DataLoader (optionally with workers), with
-  JPEG draft decoding at the processor's target size.
+  JPEG draft decoding at the processor's target size, on the training path
+  (:mod:`hf_hardneg.data.image_pipeline`): on a GPU the workers only decode and
+  the device resizes and normalises; on the CPU the workers resize in uint8.
 
 Embeddings come back L2-normalised, float32, on the CPU. Models are only ever
 run through :mod:`hf_hardneg.models`.
@@ -111,18 +113,18 @@ class LazyImages(Sequence):
 
 
 class _ImageBatches(torch.utils.data.Dataset):
-    def __init__(self, images: Sequence, target):
-        self.images, self.target = images, target
+    def __init__(self, images: Sequence, pipeline):
+        self.images, self.pipeline = images, pipeline
 
     def __len__(self):
         return len(self.images)
 
     def __getitem__(self, index):
-        from hf_hardneg.data.images import CorruptImageError, open_image
+        from hf_hardneg.data.images import CorruptImageError
 
         source = self.images[index]
         try:
-            return open_image(source, self.target)
+            return self.pipeline.open(source)
         except CorruptImageError as err:
             raise CorruptImageError(f"image #{index}: {err}") from err
 
@@ -136,6 +138,9 @@ class Embedder:
     model where it is. ``autocast_dtype`` (``"fp16"``/``"bf16"``) runs the encoders
     under ``torch.autocast``; metrics then use a wider tie tolerance
     (:func:`~hf_hardneg.evaluation.metrics.default_tie_tolerance`).
+    ``image_preprocessing`` picks the image tier as in training (``"auto"``: the
+    device tier on a GPU, the CPU tier otherwise; see
+    :mod:`hf_hardneg.data.image_pipeline`).
     """
 
     model: Any
@@ -148,6 +153,7 @@ class Embedder:
     num_workers: int = 0
     progress: bool = True
     name: str | None = None
+    image_preprocessing: str = "auto"
     _max_length: int | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
@@ -298,6 +304,7 @@ class Embedder:
     def embed_images(self, images: Sequence | torch.Tensor, desc: str = "images") -> torch.Tensor:
         """Normalised ``(n, d)`` float32 CPU embeddings of PIL images, paths, ``datasets`` image entries,
         or a ready ``(n, C, H, W)`` pixel tensor."""
+        from hf_hardneg.data.image_pipeline import finish_images
         from hf_hardneg.models import encode_images
 
         if isinstance(images, torch.Tensor):
@@ -315,6 +322,7 @@ class Embedder:
         with self._eval_mode(), self._bar(total, f"encoding {desc}") as bar:
             for inputs, n in batches:
                 inputs = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
+                inputs = finish_images(inputs)
                 pixel_values = inputs.pop("pixel_values")
                 emb = encode_images(self.model, pixel_values, **inputs)
                 parts.append(torch.nn.functional.normalize(emb.float(), dim=-1).cpu())
@@ -322,15 +330,14 @@ class Embedder:
         return torch.cat(parts)
 
     def _image_loader(self, images: Sequence):
-        from hf_hardneg.data.images import processor_target_size
+        from hf_hardneg.data.image_pipeline import ImagePipeline
 
-        processor = self.image_processor
+        pipeline = ImagePipeline(self.image_processor, self.image_preprocessing, device=self.device)
 
         def collate(batch):
-            processed = processor(images=batch, return_tensors="pt")
-            return {k: v for k, v in processed.items()}, len(batch)
+            return pipeline.collate(batch), len(batch)
 
-        dataset = _ImageBatches(images, processor_target_size(processor))
+        dataset = _ImageBatches(images, pipeline)
         return torch.utils.data.DataLoader(dataset, batch_size=self.batch_size, shuffle=False,
                                            num_workers=self.num_workers, collate_fn=collate)
 
