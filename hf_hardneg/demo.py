@@ -70,12 +70,12 @@ PAIR_KEY = "pair_accuracy"  # Equation (1) on the held-out edited pairs
 # Defaults equal configs/demo.yaml (a test keeps them in sync), so an installed package without
 # the configs/ folder runs the same demo.
 def _default_stage1() -> dict[str, Any]:
-    return {"max_steps": 1500, "learning_rate": 1e-3, "lr_scheduler_type": "cosine", "warmup_steps": 0.05,
+    return {"max_steps": 800, "learning_rate": 1e-3, "lr_scheduler_type": "cosine", "warmup_steps": 0.05,
             "per_device_train_batch_size": 64}
 
 
 def _default_stage2() -> dict[str, Any]:
-    return {"max_steps": 600, "learning_rate": 1e-3, "lr_scheduler_type": "constant",
+    return {"max_steps": 1200, "learning_rate": 1e-3, "lr_scheduler_type": "constant",
             "per_device_train_batch_size": 64}
 
 
@@ -119,7 +119,7 @@ class DemoConfig:
     stage2: dict[str, Any] = field(default_factory=_default_stage2)
     concepts: list[str] = field(default_factory=lambda: ["object", "color", "location", "size"])
     num_hard_negatives: int = 1
-    eval_every: int = 200
+    eval_every: int = 300
     checkpoint_concepts: list[str] | None = field(default_factory=lambda: ["color", "location", "size"])
     image_negatives: bool = False
     image_negative_concepts: list[str] = field(default_factory=lambda: ["color", "size"])
@@ -631,7 +631,7 @@ def effects(reports: Sequence[Mapping[str, Any]], concepts: Sequence[str]) -> di
 
     for c in concepts:
         compare(c, f"hn_{c}", "classic", c)
-    names = set(reports[0]["summary"])
+    names = {name for r in reports for name in r["summary"]}
     for name in sorted(names):
         if name.startswith("edit_") and name.endswith("_img"):
             c = name[5:-4]
@@ -756,10 +756,12 @@ def run_demo(cfg: DemoConfig, retrain_stage1: bool = False) -> dict[str, Any]:
 def summarize_seeds(reports: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, tuple[float, float]]]:
     """Mean and sample standard deviation (0 for one seed) of every headline number over seeds."""
     out: dict[str, dict[str, tuple[float, float]]] = {}
-    for name in reports[0]["summary"]:
+    names = dict.fromkeys(name for r in reports for name in r["summary"])  # runs of some seeds only count there
+    for name in names:
+        having = [r for r in reports if name in r["summary"]]
         out[name] = {}
-        for metric in reports[0]["summary"][name]:
-            vals = [r["summary"][name][metric] for r in reports]
+        for metric in having[0]["summary"][name]:
+            vals = [r["summary"][name][metric] for r in having if metric in r["summary"][name]]
             spread = statistics.stdev(vals) if len(vals) > 1 else 0.0
             out[name][metric] = (statistics.fmean(vals), spread)
     return out
