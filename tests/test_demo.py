@@ -196,3 +196,4 @@ def test_config_overrides_win_over_the_file(tiny_config):
     cfg = load_demo_config(tiny_config, seed=5, output_dir="elsewhere", num_threads=None)
     assert (cfg.seed, cfg.output_dir, cfg.num_threads) == (5, "elsewhere", 1)
     assert isinstance(cfg, DemoConfig)
+
