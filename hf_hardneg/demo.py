@@ -127,7 +127,7 @@ class DemoConfig:
     wise_ft_run: str | None = "hn_color"
     wise_ft_alpha: float = 0.5
     eval_batch_size: int = 256
-    parallel_runs: int = 2
+    parallel_runs: int = 5
     num_threads: int | None = 1
     progress: bool = True
 

@@ -197,3 +197,30 @@ def test_config_overrides_win_over_the_file(tiny_config):
     assert (cfg.seed, cfg.output_dir, cfg.num_threads) == (5, "elsewhere", 1)
     assert isinstance(cfg, DemoConfig)
 
+
+
+SHORT_SIZE = {
+    "stage1_scenes": 6000, "stage2_scenes": 6000, "eval_scenes": 500, "zeroshot_scenes": 36,
+    "stage1": {"max_steps": 400, "learning_rate": 1.0e-3, "lr_scheduler_type": "cosine", "warmup_steps": 0.05,
+               "per_device_train_batch_size": 64},
+    "stage2": {"max_steps": 400, "learning_rate": 1.0e-3, "lr_scheduler_type": "constant",
+               "per_device_train_batch_size": 64},
+    "concepts": ["size"], "checkpoint_concepts": ["size"], "eval_every": 400, "wise_ft_run": None,
+}
+
+
+@pytest.mark.slow
+def test_shortened_demo_shows_the_size_effect(tmp_path):
+    """The direction of the effect, not its size: from the same stage-1 weights, size hard negatives
+    rank the true size word above its substitute more often than classic training does.
+
+    The demo's world and model with a third of its budget. Size is the concept whose effect came
+    first and held on every seed measured (full demo: 5 of 5 seeds, see the README; this setting:
+    seeds 0, 1, 2 gave +4.0, +6.0 and +0.3 points), so only the sign is asserted.
+    """
+    path = tmp_path / "short.yaml"
+    path.write_text(yaml.safe_dump({**SHORT_SIZE, "output_dir": str(tmp_path / "out")}))
+    assert main(["--config", str(path), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "out" / "seed0" / "demo_results.json").read_text())["summary"]
+    assert summary["hn_size"]["size"] > summary["classic"]["size"], summary
+    assert summary["classic"]["size"] > summary["stage1"]["size"]  # stage 2 teaches size words at all
