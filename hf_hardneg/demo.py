@@ -459,6 +459,14 @@ def train_stage2(cfg: DemoConfig, data: Mapping[str, Any], stage1_dir: Path, run
     return out, callback.history, facts
 
 
+def _timed_stage2(cfg: DemoConfig, data: Mapping[str, Any], stage1_dir: Path, run_dir: Path, run: StageTwoRun):
+    """:func:`train_stage2` with its wall time in the facts."""
+    t = time.perf_counter()
+    out, history, facts = train_stage2(cfg, data, stage1_dir, run_dir, run)
+    facts["seconds"] = round(time.perf_counter() - t, 1)
+    return out, history, facts
+
+
 def _train_stage2_in_process(cfg: DemoConfig, stage1_dir: str, run_dir: str, run: StageTwoRun):
     """Entry point of a worker process: reload the cached data (memory-mapped) and train one run."""
     import torch
@@ -469,9 +477,7 @@ def _train_stage2_in_process(cfg: DemoConfig, stage1_dir: str, run_dir: str, run
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     data = build_demo_datasets(dataclasses.replace(cfg, progress=False))
-    t = time.perf_counter()
-    out, history, facts = train_stage2(cfg, data, Path(stage1_dir), Path(run_dir), run)
-    facts["seconds"] = round(time.perf_counter() - t, 1)
+    out, history, facts = _timed_stage2(cfg, data, Path(stage1_dir), Path(run_dir), run)
     return str(out), history, facts
 
 
@@ -486,9 +492,8 @@ def _run_stage2(cfg: DemoConfig, data: Mapping[str, Any], stage1_dir: Path, run_
         print(f"[demo] stage 2 ({run.name}): {kind}", flush=True)
     results: dict[str, tuple[Path, list[dict], dict[str, Any]]] = {}
     if cfg.parallel_runs <= 1 or len(runs) == 1:
-        for run in runs:
-            out, history, facts = _train_stage2_in_process(cfg, str(stage1_dir), str(run_dir), run)
-            results[run.name] = (Path(out), history, facts)
+        for run in runs:  # in this process, on the data already loaded
+            results[run.name] = out, history, facts = _timed_stage2(cfg, data, stage1_dir, run_dir, run)
             print(f"[demo]   {run.name} done ({facts['seconds']:.0f} s)", flush=True)
         return results
     import multiprocessing
@@ -523,13 +528,18 @@ def zeroshot_set(cfg: DemoConfig, data: Mapping[str, Any]):
     return ClassificationSet(list(ds["image"]), labels, names, notes={"set": "held-out one-object scenes"})
 
 
-def evaluate_checkpoint(cfg: DemoConfig, model_dir: Path, data: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """Concept accuracy, retrieval, Equation-(1) pair accuracy and zero-shot accuracy on held-out scenes."""
+def evaluate_checkpoint(cfg: DemoConfig, model_dir: Path, data: Mapping[str, Any], name: str,
+                        zeroshot=None) -> dict[str, Any]:
+    """Concept accuracy, retrieval, Equation-(1) pair accuracy and zero-shot accuracy on held-out scenes.
+
+    ``zeroshot``: the :func:`zeroshot_set` (made here when not given; pass it to evaluate several models).
+    """
     from hf_hardneg.evaluation import evaluate_model
 
+    zeroshot = zeroshot_set(cfg, data) if zeroshot is None else zeroshot
     return evaluate_model(str(model_dir), tasks=("concept", "retrieval", "inpaintcoco", "zeroshot"),
                           sources={"coco": data["eval"], "inpaintcoco": data["eval_pairs"],
-                                   "zeroshot": {"source": zeroshot_set(cfg, data),
+                                   "zeroshot": {"source": zeroshot,
                                                 "templates": list(ZEROSHOT_TEMPLATES)}},
                           concepts=list(cfg.concepts), batch_size=cfg.eval_batch_size,
                           device="auto", progress=False, name=name)
@@ -713,7 +723,8 @@ def run_demo(cfg: DemoConfig, retrain_stage1: bool = False) -> dict[str, Any]:
 
     t = time.perf_counter()
     print(f"[demo] evaluating {len(model_dirs)} models on {cfg.eval_scenes} held-out scenes", flush=True)
-    results = {name: evaluate_checkpoint(cfg, path, data, name) for name, path in model_dirs.items()}
+    zeroshot = zeroshot_set(cfg, data)  # decoded once for all models
+    results = {name: evaluate_checkpoint(cfg, path, data, name, zeroshot) for name, path in model_dirs.items()}
     timings["evaluation_s"] = time.perf_counter() - t
 
     plots = {}

@@ -704,14 +704,10 @@ class SceneEdit:
     noun: str | None  # the object that changed (None for a location edit, which moves the layout)
 
 
-def _noun_after(caption: str, scene: Scene, position: int) -> SceneObject | None:
-    """The scene object whose noun comes first in ``caption`` at or after ``position``."""
-    best = None
-    for obj in scene.objects:
-        at = caption.find(obj.noun, position)
-        if at >= 0 and (best is None or at < best[0]):
-            best = (at, obj)
-    return None if best is None else best[1]
+def _first_noun(caption: str, scene: Scene, position: int = 0) -> tuple[int, SceneObject] | None:
+    """``(where, object)`` for the scene object whose noun comes first in ``caption`` at or after ``position``."""
+    found = [(at, obj) for obj in scene.objects if (at := caption.find(obj.noun, position)) >= 0]
+    return min(found, key=lambda item: item[0]) if found else None
 
 
 def _replace_object(scene: Scene, old: SceneObject, new: SceneObject) -> Scene:
@@ -751,10 +747,10 @@ def edit_scene(scene: Scene, caption: str, concept: str, rng: np.random.Generato
         raise ValueError(f"edit_scene: cannot edit {concept!r}; editable concepts: {list(EDITABLE_CONCEPTS)}")
     s = scene.image_size
     if concept == "object":
-        named = [(caption.find(o.noun), o) for o in scene.objects if caption.find(o.noun) >= 0]
-        if not named:
+        first = _first_noun(caption, scene)
+        if first is None:
             return None
-        start, obj = min(named, key=lambda item: item[0])
+        start, obj = first
         present = {o.noun for o in scene.objects}
         choices = [n for n in config.objects if n not in present]
         if not choices:
@@ -784,9 +780,10 @@ def edit_scene(scene: Scene, caption: str, concept: str, rng: np.random.Generato
             return None
         edited, noun = dataclasses.replace(scene, objects=tuple(objects)), None
     else:
-        obj = _noun_after(caption, scene, match.end)
-        if obj is None:
+        first = _first_noun(caption, scene, match.end)
+        if first is None:
             return None
+        obj = first[1]
         if concept == "color":
             # an overlapping neighbour keeps a different colour, so both outlines stay visible
             taken = {obj.color} | {o.color for o in scene.objects
