@@ -291,6 +291,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if metrics is not None:
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
+    # every process waits for the main one's writes, then the process group is torn down before the interpreter
+    # exits: a gloo group left to interpreter shutdown can abort a process that finished first ("terminate called
+    # without an active exception"), which fails the whole launch after a good run
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
     return 0
 
 

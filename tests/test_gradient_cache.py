@@ -211,6 +211,8 @@ WORKER = textwrap.dedent("""
         out[name + "/reductions"] = CountingTrainer.reductions
     if trainer.is_world_process_zero():
         Path({result!r}).write_text(json.dumps(out))
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()  # as train.py ends: no gloo group left to interpreter shutdown
 """)
 
 
