@@ -242,6 +242,21 @@ def _setup_logging(config) -> None:
     transformers.utils.logging.set_verbosity(level)
 
 
+def _tear_down_process_group() -> None:
+    """Destroy a process group still open after an error, so the exit code is ours and not a SIGABRT.
+
+    A gloo group left to interpreter shutdown can abort the process ("terminate called without an active
+    exception"); a run that ends well has already torn its group down in `main`.
+    """
+    import gc
+
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        gc.collect()  # a DDP wrapper kept alive by the error's frames goes first (see HardNegCLIPTrainer.end_distributed_run)
+        dist.destroy_process_group()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     model_args, data_args, config = parse_args(argv)
     _setup_logging(config)
@@ -291,11 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if metrics is not None:
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
-    # every process waits for the main one's writes, then the process group is torn down before the interpreter
-    # exits: a gloo group left to interpreter shutdown can abort a process that finished first ("terminate called
-    # without an active exception"), which fails the whole launch after a good run
-    trainer.accelerator.wait_for_everyone()
-    trainer.accelerator.end_training()
+    trainer.end_distributed_run()  # every process waits for the main one's writes; no gloo group left to exit
     return 0
 
 
@@ -307,4 +318,6 @@ if __name__ == "__main__":
         from hf_hardneg.cli import report_error
 
         status = report_error("train.py", error)
+    finally:
+        _tear_down_process_group()
     sys.exit(status)

@@ -728,6 +728,25 @@ class HardNegCLIPTrainer(Trainer):
             finetuned_from=finetuned_from, tasks=tasks, dataset_tags=dataset_tags, dataset=dataset,
             dataset_args=dataset_args, **kwargs)
 
+    def end_distributed_run(self) -> None:
+        """Wait for every process, drop the DDP wrapper, then destroy the process group (call it last).
+
+        Why this order: a gloo process group joins its worker threads when its last reference goes. If that
+        reference is the DDP wrapper's reducer, freed while the main thread holds the GIL, and a worker thread
+        still needs the GIL to release a finished collective's tensors, the process hangs; a group left to
+        interpreter shutdown can instead abort it ("terminate called without an active exception") after a good
+        run. So accelerate forgets the prepared objects, the wrapper is dropped and collected, and the group is
+        destroyed while the interpreter is alive. Without a process group this only releases references. The
+        trainer can still save and evaluate on one process afterwards, not train.
+        """
+        import gc
+
+        self.accelerator.wait_for_everyone()
+        self.accelerator.free_memory()
+        self.model_wrapped = self.model
+        gc.collect()
+        self.accelerator.end_training()
+
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         """Save weights (safetensors) and tokenizer as the Trainer does, plus the image processor.
 

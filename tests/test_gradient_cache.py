@@ -211,8 +211,7 @@ WORKER = textwrap.dedent("""
         out[name + "/reductions"] = CountingTrainer.reductions
     if trainer.is_world_process_zero():
         Path({result!r}).write_text(json.dumps(out))
-    trainer.accelerator.wait_for_everyone()
-    trainer.accelerator.end_training()  # as train.py ends: no gloo group left to interpreter shutdown
+    trainer.end_distributed_run()  # as train.py ends: no gloo group left to interpreter shutdown
 """)
 
 

@@ -100,6 +100,25 @@ def test_every_trainable_parameter_changes_and_metrics_are_logged(tmp_path, tiny
         assert log["samples_per_second"] > 0 and 0 <= log["data_time_fraction"] <= 1
 
 
+def test_ending_a_single_process_run_releases_the_prepared_objects_and_keeps_the_model(tmp_path, tiny_clip_dir,
+                                                                                         tiny_captions):
+    """end_distributed_run (train.py's last step) also works without a process group; saving still works."""
+    from transformers import CLIPModel
+
+    model, tokenizer, image_processor = load_tiny(tiny_clip_dir)
+    trainer = HardNegCLIPTrainer(model, make_args(tmp_path, max_steps=1), train_dataset=make_rows(tiny_captions, k=1),
+                                 processing_class=tokenizer, image_processor=image_processor)
+    trainer.train()
+    trained = {n: p.detach().clone() for n, p in trainer.model.state_dict().items()}
+    trainer.end_distributed_run()
+    assert trainer.accelerator._models == [] and trainer.accelerator._optimizers == []
+    assert trainer.model_wrapped is trainer.model
+    trainer.save_model(str(tmp_path / "final"))
+    reloaded = CLIPModel.from_pretrained(tmp_path / "final")
+    for name, value in reloaded.state_dict().items():
+        assert torch.equal(value, trained[name]), name
+
+
 def test_gradient_accumulation_averages_micro_batch_losses(tmp_path, tiny_clip_dir, tiny_captions):
     """Accumulating 2 micro-batches of 4 = the gradient of the MEAN of the two micro-batch losses.
 

@@ -46,8 +46,7 @@ WORKER = textwrap.dedent("""
     if trainer.is_world_process_zero():
         with open({log!r}, "w") as handle:
             json.dump(trainer.state.log_history, handle)
-    trainer.accelerator.wait_for_everyone()
-    trainer.accelerator.end_training()  # as train.py ends: no gloo group left to interpreter shutdown
+    trainer.end_distributed_run()  # as train.py ends: no gloo group left to interpreter shutdown
 """)
 
 
@@ -108,8 +107,7 @@ EPOCH_END_WORKER = textwrap.dedent("""
         trainer.save_model()
         if trainer.is_world_process_zero():
             (Path({out!r}) / name / "log.json").write_text(json.dumps(trainer.state.log_history))
-    trainer.accelerator.wait_for_everyone()
-    trainer.accelerator.end_training()  # as train.py ends: no gloo group left to interpreter shutdown
+    trainer.end_distributed_run()  # as train.py ends: no gloo group left to interpreter shutdown
 """)
 
 # rows that do not divide the global batch of 2 x 4: 10 rows leave 2 for the last global batch (process 1 gets
