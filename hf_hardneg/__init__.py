@@ -6,7 +6,7 @@ Public names are imported lazily so that ``import hf_hardneg`` stays cheap
 
 from __future__ import annotations
 
-import importlib
+from hf_hardneg._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -53,13 +53,7 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hf_hardneg' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 def __dir__():

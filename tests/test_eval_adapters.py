@@ -178,6 +178,21 @@ def test_winoground_raw_layout_with_zipped_images(tmp_path, coco_val):
         adapters.load_winoground(tmp_path)
 
 
+def test_winoground_errors_name_the_line_as_the_file_numbers_it(tmp_path):
+    """Blank lines count: the third line of examples.jsonl is called line 3, whatever came before it."""
+    good = {"id": 0, "caption_0": "a", "caption_1": "b", "image_0": "ex_0_img_0", "image_1": "ex_0_img_1"}
+    (tmp_path / "images").mkdir()
+    for name in ("ex_0_img_0", "ex_0_img_1"):
+        PIL.Image.new("RGB", (8, 8)).save(tmp_path / "images" / f"{name}.png")
+    examples = tmp_path / "examples.jsonl"
+    examples.write_text(json.dumps(good) + "\n\n" + json.dumps({"id": 1, "caption_0": "c"}) + "\n")
+    with pytest.raises(KeyError, match=r"examples\.jsonl, line 3: missing field\(s\) \['image_0', 'image_1', 'caption_1'\]"):
+        adapters.load_winoground(tmp_path)
+    examples.write_text(json.dumps(good) + "\n\n\n{not json\n")
+    with pytest.raises(ValueError, match=r"examples\.jsonl, line 4: not a JSON object \(Expecting property name"):
+        adapters.load_winoground(tmp_path)
+
+
 # ---------------------------------------------------------------- InpaintCOCO
 def test_inpaintcoco_schema(coco_val):
     from hf_hardneg.data.inpaintcoco import INPAINTCOCO_FEATURES

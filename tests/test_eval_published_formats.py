@@ -225,7 +225,7 @@ def test_flickr30k_split_reaches_the_results(clip_dir, photos, tmp_path):
 
 
 def test_cli_source_keywords_combine_with_a_path():
-    from hf_hardneg.commands.evaluate import parse_sources
+    from hf_hardneg.commands import parse_sources
 
     assert parse_sources(["flickr30k=/data/f", "flickr30k:subset=all"]) == {
         "flickr30k": {"source": "/data/f", "subset": "all"}}

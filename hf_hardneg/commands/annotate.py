@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import argparse
 
-from hf_hardneg.commands._inpaint_options import (
-    add_coco_arguments,
-    add_model_arguments,
-    load_catalog,
-    load_models,
-    reports_missing_extra,
-)
+from hf_hardneg.commands import _inpaint_options as options
+from hf_hardneg.commands import add_command
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "annotate",
+        run,
         help="web app to make your own InpaintCOCO: CLIPSeg mask, inpainting candidates, rating, new caption",
         description=(
             "Serve the annotation tool on http://HOST:PORT. It offers COCO 2017 val photographs whose captions "
@@ -28,7 +25,7 @@ def register(subparsers) -> None:
             "with the next unannotated photograph."
         ),
     )
-    add_coco_arguments(parser)
+    options.add_coco_arguments(parser)
     add = parser.add_argument
     add("--concept", required=True, choices=["object", "color", "size"], help="the InpaintCOCO subset to annotate")
     add("--annotator", required=True, help="your annotator id (e.g. initials); saved with every sample")
@@ -38,10 +35,9 @@ def register(subparsers) -> None:
     add("--concept-file", metavar="FILE", help="YAML or JSON file of your own keyword concepts (for --keywords)")
     add("--seed", type=int, default=0, help="order of the photographs (fixed for an export once chosen)")
     add("--candidates", type=int, default=3, help="candidates per inpainting run (default %(default)s)")
-    add_model_arguments(parser)
+    options.add_model_arguments(parser)
     add("--host", default="127.0.0.1", help="address to serve on (default %(default)s: this machine only)")
     add("--port", type=int, default=7860, help="port (default %(default)s)")
-    parser.set_defaults(func=run)
 
 
 def _keywords(args: argparse.Namespace):
@@ -58,7 +54,7 @@ def _keywords(args: argparse.Namespace):
     return get_concept(args.keywords) if args.keywords else None
 
 
-@reports_missing_extra("annotate")
+@options.reports_missing_extra("annotate")
 def run(args: argparse.Namespace) -> int:
     from hf_hardneg.inpaint.export import ExportFolder
     from hf_hardneg.inpaint.session import AnnotationSession, GenerationSettings
@@ -67,10 +63,10 @@ def run(args: argparse.Namespace) -> int:
     require_web_framework()
     if args.candidates < 1 or args.steps < 1:
         raise ValueError("--candidates and --steps must be at least 1")
-    catalog = load_catalog(args)
+    catalog = options.load_catalog(args)
     keywords = _keywords(args)
     with ExportFolder(args.export, coco_dir=args.coco_dir) as export:
-        masker, inpainter = load_models(args)
+        masker, inpainter = options.load_models(args)
         settings = GenerationSettings(num_candidates=args.candidates, guidance_scale=args.guidance_scale,
                                       num_inference_steps=args.steps, resolution=args.resolution,
                                       negative_prompt=args.negative_prompt)

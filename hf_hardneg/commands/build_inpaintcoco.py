@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import argparse
 
+from hf_hardneg.commands import add_command
+
 
 def register(subparsers) -> None:
     from hf_hardneg.data.inpaintcoco_builder import add_build_arguments
 
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "build-inpaintcoco",
+        run,
         help="build the InpaintCOCO dataset (Parquet shards + card) from a raw annotation export",
         description=(
             "Check a raw InpaintCOCO export (annotation table, inpainted images, COCO 2017 val), write "
@@ -22,7 +26,6 @@ def register(subparsers) -> None:
         ),
     )
     add_build_arguments(parser)
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,17 +6,14 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
+
+from hf_hardneg.commands import add_command
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "compare",
-        help="compare evaluation results of several models in one table; plot concept/retrieval trade-offs",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(subparsers, "compare", run,
+                    help="compare evaluation results of several models in one table; plot concept/retrieval trade-offs")
     p.add_argument("results", nargs="*", help="results.json files (or folders holding one)")
     p.add_argument("--names", default=None, help="comma-separated column names (default: each file's model name)")
     p.add_argument("--metrics", default=None,
@@ -27,7 +24,6 @@ def register(subparsers) -> None:
                    help="*.concept_eval.json files written by ConceptEvalCallback, one line each in --plot")
     p.add_argument("--plot", default=None, help="PNG path for the concept-accuracy vs R@5 plot")
     p.add_argument("--concept", default=None, help="concept to plot (default: macro average over concepts)")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:

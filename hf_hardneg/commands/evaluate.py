@@ -10,97 +10,35 @@ them (the layout of the paper's Tables 1 and 7).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 from pathlib import Path
 
-from hf_hardneg.commands import add_concept_arguments, concepts_from_args
-
-
-def _non_negative_float(value: str) -> float:
-    number = float(value)
-    if not number >= 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value} (a negative margin would let ties count as "
-                                         "correct and flatter a model that cannot tell candidates apart)")
-    return number
-
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return number
+from hf_hardneg.commands import add_command, add_evaluation_arguments, evaluation_options, non_negative_float
 
 
 def register(subparsers) -> None:
-    from hf_hardneg.evaluation import DEFAULT_CONCEPTS, TASK_NAMES
-
-    p = subparsers.add_parser(
-        "evaluate",
-        help="evaluate dual encoders on concept accuracy, retrieval and compositional benchmarks",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=f"tasks: {', '.join(TASK_NAMES)}",
-    )
+    p = add_command(subparsers, "evaluate", run,
+                    help="evaluate dual encoders on concept accuracy, retrieval and compositional benchmarks")
     p.add_argument("--model", action="append", required=True, metavar="PATH_OR_ID",
                    help="checkpoint folder or Hub id; repeat to evaluate and compare several models")
     p.add_argument("--name", action="append", default=None,
                    help="display name per --model (default: the folder or repo name)")
-    p.add_argument("--tasks", default="concept,retrieval", help="comma-separated task names (default: %(default)s)")
     p.add_argument("--output", required=True, help="folder for results.json / results.md (and comparison.md)")
-    p.add_argument("--coco-dir", default=None,
-                   help="COCO in its official layout (annotations/captions_<split>.json + images) "
-                        "for the concept and retrieval tasks")
-    p.add_argument("--coco-split", default="val2017", help="COCO split (default: %(default)s)")
-    add_concept_arguments(p, default=DEFAULT_CONCEPTS)
-    p.add_argument("--source", action="append", default=[], metavar="TASK=PATH_OR_ID",
-                   help="data source of a task instead of its Hub default, e.g. sugarcrepe=/data/sugar_crepe "
-                        "or winoground=/data/winoground; 'coco=PATH' replaces --coco-dir; repeatable")
-    p.add_argument("--max-examples", type=_positive_int, default=None,
-                   help="cap per task (seeded random subset) for a quick look; do not report such numbers")
-    p.add_argument("--batch-size", type=_positive_int, default=64)
+    add_evaluation_arguments(p, default_tasks="concept,retrieval")
     p.add_argument("--num-workers", type=int, default=0, help="image decoding worker processes")
-    p.add_argument("--device", default="auto", help="cuda, cpu, cuda:1 ... (default: %(default)s)")
     p.add_argument("--autocast", choices=["fp16", "bf16"], default=None, help="encode under torch.autocast")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
                    help="load weights in this precision")
-    p.add_argument("--tie-tolerance", type=_non_negative_float, default=None,
-                   help="cosine margin within which candidates tie (ties count against the correct one); "
-                        "default depends on precision")
+    p.add_argument("--tie-tolerance", type=non_negative_float, default=None,
+                   help="cosine margin within which candidates tie (ties count against the correct one, so a "
+                        "model that cannot tell candidates apart is not flattered); default depends on precision")
     p.add_argument("--text-prior", metavar="CAPTIONS_FILE", default=None,
                    help="also score each task's items with a caption-only n-gram prior fitted on this captions file "
                         "(e.g. COCO captions_train2017.json): the text-only control, reported beside the model")
     p.add_argument("--skip-failed", action="store_true",
                    help="record a failing task's error in results.json and go on with the others")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.set_defaults(func=run)
-
-
-def parse_sources(items: list[str]) -> dict[str, str]:
-    """``["sugarcrepe=/data/x", ...]`` -> ``{"sugarcrepe": "/data/x"}``.
-
-    ``TASK:KEY=VALUE`` sets one keyword of the task's adapter: ARO subsets
-    (``aro:COCO-Order=PATH``: only the subsets named run), ``flickr30k:subset=all``,
-    ``sugarcrepe:images_dir=PATH``. With ``TASK=PATH`` as well, the path is its ``source``.
-    """
-    sources: dict = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key or not value:
-            raise SystemExit(f"--source {item!r}: expected TASK=PATH_OR_ID or TASK:KEY=VALUE")
-        task, _, subset = key.partition(":")
-        existing = sources.get(task)
-        if subset:
-            entry = {"source": existing} if isinstance(existing, str) else dict(existing or {})
-            entry[subset] = value
-            sources[task] = entry
-        elif isinstance(existing, dict):
-            existing["source"] = value
-        else:
-            sources[task] = value
-    return sources
 
 
 def model_names(models: list[str], names: list[str] | None) -> list[str]:
@@ -126,8 +64,7 @@ def run(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     names = model_names(args.model, args.name)
-    sources = parse_sources(args.source)
-    concepts = concepts_from_args(args)
+    options = evaluation_options(args)
     output = Path(args.output)
     if output.exists() and not output.is_dir():  # found now, not after the whole evaluation
         raise NotADirectoryError(f"--output {output} is a file; results.json and results.md go into a folder: "
@@ -142,10 +79,8 @@ def run(args) -> int:
     for model, name in zip(args.model, names):
         target = output if len(args.model) == 1 else output / name
         results = evaluate_model(
-            model, args.tasks, target, coco_dir=args.coco_dir, coco_split=args.coco_split, concepts=concepts,
-            sources=sources, max_examples=args.max_examples, batch_size=args.batch_size, device=args.device,
-            autocast_dtype=args.autocast, dtype=args.dtype, tie_tolerance=args.tie_tolerance,
-            num_workers=args.num_workers, progress=not args.no_progress,
+            model, output_dir=target, **options, autocast_dtype=args.autocast, dtype=args.dtype,
+            tie_tolerance=args.tie_tolerance, num_workers=args.num_workers,
             on_error="skip" if args.skip_failed else "raise", name=name, seed=args.seed, text_prior=text_prior,
         )
         all_results[name] = results

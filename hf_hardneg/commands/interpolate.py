@@ -13,53 +13,25 @@ accuracy against zero-shot accuracy and against retrieval) go into ``--output``.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import logging
-import math
 from pathlib import Path
 
-from hf_hardneg.commands import add_concept_arguments, concepts_from_args
-
-
-def _alpha(value: str) -> float:
-    number = float(value)
-    if not math.isfinite(number):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {value}")
-    return number
+from hf_hardneg.commands import add_command, add_evaluation_arguments, evaluation_options, finite_float
 
 
 def register(subparsers) -> None:
-    from hf_hardneg.evaluation import DEFAULT_CONCEPTS
-
-    p = subparsers.add_parser(
-        "interpolate",
-        help="WiSE-FT: checkpoints interpolating a base model and its fine-tuned copy, optionally evaluated",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(subparsers, "interpolate", run,
+                    help="WiSE-FT: checkpoints interpolating a base model and its fine-tuned copy, optionally evaluated")
     p.add_argument("--base", required=True, metavar="PATH_OR_ID", help="the model fine-tuning started from (alpha 0)")
     p.add_argument("--finetuned", required=True, metavar="PATH_OR_ID", help="the fine-tuned model (alpha 1)")
-    p.add_argument("--alpha", type=_alpha, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0],
+    p.add_argument("--alpha", type=finite_float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0],
                    help="weights of the fine-tuned model, theta = (1-alpha)*base + alpha*finetuned "
                         "(default: %(default)s; values outside [0, 1] extrapolate)")
     p.add_argument("--output", required=True, help="folder for alpha_<alpha>/ checkpoints and the sweep files")
     p.add_argument("--evaluate", action="store_true",
                    help="evaluate every alpha on --tasks and write sweep.json, sweep.md and sweep.png")
-    p.add_argument("--tasks", default="concept,retrieval,zeroshot",
-                   help="tasks of --evaluate, as for hf-hardneg evaluate (default: %(default)s)")
-    p.add_argument("--coco-dir", default=None, help="COCO in its official layout, for concept and retrieval")
-    p.add_argument("--coco-split", default="val2017")
-    add_concept_arguments(p, default=DEFAULT_CONCEPTS)
-    p.add_argument("--source", action="append", default=[], metavar="TASK=PATH_OR_ID",
-                   help="data source of a task, as for hf-hardneg evaluate (zeroshot=FOLDER, "
-                        "zeroshot:templates=imagenet ...); repeatable")
-    p.add_argument("--max-examples", type=int, default=None,
-                   help="cap per task (seeded subset) for a quick look; do not report such numbers")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="auto", help="where to evaluate (default: %(default)s)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.set_defaults(func=run)
+    add_evaluation_arguments(p, default_tasks="concept,retrieval,zeroshot")  # as hf-hardneg evaluate reads them
 
 
 def _load(name: str, what: str):
@@ -75,7 +47,6 @@ def run(args) -> int:
     import torch
     from transformers import AutoImageProcessor, AutoTokenizer
 
-    from hf_hardneg.commands.evaluate import parse_sources
     from hf_hardneg.interpolation import check_compatible, save_interpolations
     from hf_hardneg.evaluation.encoding import resolve_device
 
@@ -85,10 +56,7 @@ def run(args) -> int:
         raise NotADirectoryError(f"--output {output} is a file; pass a folder (it is created if missing)")
     evaluate = None
     if args.evaluate:
-        evaluate = dict(tasks=args.tasks, coco_dir=args.coco_dir, coco_split=args.coco_split,
-                        concepts=concepts_from_args(args), sources=parse_sources(args.source),
-                        max_examples=args.max_examples, batch_size=args.batch_size, progress=not args.no_progress,
-                        device=resolve_device(args.device))
+        evaluate = {**evaluation_options(args), "device": resolve_device(args.device)}  # resolved once for all alphas
     base, finetuned = _load(args.base, "--base"), _load(args.finetuned, "--finetuned")
     check_compatible(base, finetuned)  # before anything is written
     # fine-tuning does not change the preprocessing: the fine-tuned model's tokenizer and image processor go along

@@ -1,4 +1,5 @@
-"""`hf-hardneg negatives`: write hard-negative captions of a caption file as JSON Lines.
+"""`hf-hardneg negatives`: write hard-negative captions of a caption file as JSON Lines (captions
+are stripped of surrounding whitespace, as load_coco_captions does).
 
 Each output line is one caption with ``negative_1 ... negative_k`` (or ``negatives`` for
 ``--num-negatives all``), ``hard_negative_concept`` and ``hard_negative_keyword`` -- the
@@ -15,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from hf_hardneg.commands import add_caption_file_argument, add_concept_arguments, captions_and_concepts
+from hf_hardneg.commands import add_caption_file_argument, add_command, add_concept_arguments, captions_and_concepts
 
 __all__ = ["register", "run"]
 
@@ -35,12 +36,7 @@ def _num_negatives(value: str) -> int | str:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "negatives",
-        help="write hard-negative captions of a caption file to JSON Lines",
-        description="Substitute concept keywords in each caption and write the hard negatives as JSON Lines. "
-                    "Captions are stripped of surrounding whitespace, as load_coco_captions does.",
-    )
+    parser = add_command(subparsers, "negatives", run, help="write hard-negative captions of a caption file to JSON Lines")
     add_caption_file_argument(parser)
     add_concept_arguments(parser)
     parser.add_argument("--num-negatives", "-k", type=_num_negatives, default=1, metavar="K",
@@ -51,17 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="also write captions without a keyword (their negative fields are null)")
     parser.add_argument("--skip-invalid", action="store_true",
                         help="count and skip null, blank or non-text captions instead of stopping at the first")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from hf_hardneg.substitution import HardNegativeTransform, is_valid_caption
 
-    try:
-        concepts, records = captions_and_concepts(args)
-    except (OSError, ValueError, TypeError) as err:
-        print(f"hf-hardneg negatives: error: {err}", file=sys.stderr)
-        return 2
+    concepts, records = captions_and_concepts(args)
     invalid = [i for i, r in enumerate(records) if not is_valid_caption(r.caption)]
     if invalid and not args.skip_invalid:
         first = records[invalid[0]]

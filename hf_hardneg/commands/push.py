@@ -27,12 +27,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from hf_hardneg.commands import add_command
+
 __all__ = ["register", "run"]
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "push",
+        run,
         help="Publish a checkpoint (safetensors weights, processor, model card) to the Hub.",
         description="Publish a checkpoint folder to the Hugging Face Hub in one commit: safetensors weights, "
         "config, tokenizer, image processor and the model card (re-rendered for the repo). Pickle files are "
@@ -53,7 +57,6 @@ def register(subparsers) -> None:
     parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing to the branch")
     parser.add_argument("--commit-message", default=None)
     parser.add_argument("--dry-run", action="store_true", help="check the folder and list what would be uploaded; send nothing")
-    parser.set_defaults(func=run)
 
 
 def _size(n: int) -> str:

@@ -1,4 +1,5 @@
-"""`hf-hardneg stats`: how many captions of a file each concept can turn into hard negatives.
+"""`hf-hardneg stats`: how many captions of a file each concept can turn into hard negatives
+(invalid captions -- null, blank, not text -- are counted and reported).
 
 Answers "is this concept worth training on this data?" before any training: captions read,
 captions with a keyword (the paper's per-concept subset), and how many negatives exist. The
@@ -14,7 +15,7 @@ import sys
 from collections import Counter
 from typing import Any
 
-from hf_hardneg.commands import add_caption_file_argument, add_concept_arguments, captions_and_concepts
+from hf_hardneg.commands import add_caption_file_argument, add_command, add_concept_arguments, captions_and_concepts
 from hf_hardneg.concepts import CONCEPTS, Concept
 
 __all__ = ["register", "run", "caption_stats"]
@@ -55,25 +56,15 @@ def caption_stats(captions: list[Any], concepts: list[Concept], top: int = 10) -
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "stats",
-        help="per concept: captions with a keyword and negatives available",
-        description="Count, per concept, the captions of a file that contain a keyword and the hard "
-                    "negatives they yield. Invalid captions (null, blank, not text) are counted and reported.",
-    )
+    parser = add_command(subparsers, "stats", run, help="per concept: captions with a keyword and negatives available")
     add_caption_file_argument(parser)
     add_concept_arguments(parser, default=list(CONCEPTS))
     parser.add_argument("--json", action="store_true", help="print one JSON object {concept: {...}} on stdout")
     parser.add_argument("--top", type=int, default=10, metavar="N", help="most frequent keywords to list (default 10)")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        concepts, records = captions_and_concepts(args)
-    except (OSError, ValueError, TypeError) as err:
-        print(f"hf-hardneg stats: error: {err}", file=sys.stderr)
-        return 2
+    concepts, records = captions_and_concepts(args)
     stats = caption_stats([r.caption for r in records], concepts, top=args.top)
     if args.json:
         json.dump(stats, sys.stdout, ensure_ascii=False)

@@ -6,9 +6,7 @@ this package stays cheap and does not fail when an optional part is missing.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from hf_hardneg._lazy import lazy_exports
 from hf_hardneg.data.coco import EXAMPLE_CAPTIONS, load_coco_captions, load_example_captions, read_captions
 
 __all__ = [
@@ -21,15 +19,7 @@ __all__ = [
 
 # public name -> submodule that defines it, imported on first access
 _LAZY = {"load_inpaintcoco": "hf_hardneg.data.inpaintcoco"}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY, globals())
 
 
 def __dir__() -> list[str]:

@@ -15,6 +15,8 @@ from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from hf_hardneg.data.jsonl import read_jsonl
+
 if TYPE_CHECKING:
     import datasets
 
@@ -245,25 +247,22 @@ def read_captions(path: str | PathLike[str]) -> list[CaptionRecord]:
         raise ValueError(f"{path}: expected a COCO object or a list of captions, got {type(data).__name__}")
     if not path.is_file():
         raise FileNotFoundError(f"caption file not found: {path}")
+    if suffix == ".jsonl":
+        records = []
+        for line in read_jsonl(path):
+            item, where = line.value, f"line {line.number}"
+            if line.error is not None:
+                raise ValueError(f"{path}: {where} is not valid JSON (column {line.error.colno}): {line.error.msg}")
+            if isinstance(item, Mapping):
+                records.append(CaptionRecord(item.get("caption"), where, item.get("image_id"),
+                                             item.get("id", item.get("caption_id"))))
+            else:
+                records.append(CaptionRecord(item, where))
+        return records
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as err:
         raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-    if suffix == ".jsonl":
-        records = []
-        for n, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}: line {n} is not valid JSON (column {err.colno}): {err.msg}") from None
-            if isinstance(item, Mapping):
-                records.append(CaptionRecord(item.get("caption"), f"line {n}", item.get("image_id"),
-                                             item.get("id", item.get("caption_id"))))
-            else:
-                records.append(CaptionRecord(item, f"line {n}"))
-        return records
     return [CaptionRecord(line, f"line {n}") for n, line in enumerate(lines, start=1)]
 
 

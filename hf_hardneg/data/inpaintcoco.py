@@ -112,18 +112,11 @@ INPAINTCOCO_FEATURES = datasets.Features(
         "license_url": datasets.Value("string"),
         "flickr_url": datasets.Value("string"),
         "coco_url": datasets.Value("string"),
-        "mask_prompt": datasets.Value("string"),
-        "inpaint_prompt": datasets.Value("string"),
-        "mask_threshold": datasets.Value("float64"),
-        "mask_dilate_x": datasets.Value("int32"),
-        "mask_dilate_y": datasets.Value("int32"),
-        "mask_model": datasets.Value("string"),
-        "inpaint_model": datasets.Value("string"),
-        "inpaint_seed": datasets.Value("int64"),
-        "guidance_scale": datasets.Value("float64"),
-        "num_inference_steps": datasets.Value("int32"),
+        # the edit's settings flat, typed as in inpaint_details (its quality is above, its time last)
+        **{name: feature for name, feature in INPAINT_DETAILS_FEATURE.items()
+           if name not in ("quality", "annotation_seconds")},
         "annotator": datasets.Value("string"),
-        "annotation_seconds": datasets.Value("float64"),
+        "annotation_seconds": INPAINT_DETAILS_FEATURE["annotation_seconds"],
     }
 )
 INPAINTCOCO_COLUMNS: tuple[str, ...] = tuple(INPAINTCOCO_FEATURES)

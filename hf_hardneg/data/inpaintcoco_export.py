@@ -39,6 +39,7 @@ from typing import Any, Iterable, Mapping
 import PIL.Image
 
 from hf_hardneg.data.inpaintcoco import INPAINTCOCO_CONCEPTS, INPAINTCOCO_QUALITIES, NO_DERIVS_LICENSE_IDS
+from hf_hardneg.data.jsonl import read_jsonl
 
 __all__ = [
     "OPTIONAL_COLUMNS",
@@ -369,20 +370,14 @@ def read_table(table: Path) -> tuple[list[RawRow], list[str]]:
                 rows.append(RawRow(len(rows), where, clean, error))
     elif suffix == ".jsonl":
         columns: set[str] = set()
-        with table.open(encoding="utf-8-sig") as handle:
-            for number, text in enumerate(handle, start=1):
-                if not text.strip():
-                    continue
-                where = f"{table.name} line {number}"
-                try:
-                    values = json.loads(text)
-                    if not isinstance(values, dict):
-                        raise ValueError("a JSON object per line is expected")
-                except ValueError as err:
-                    rows.append(RawRow(len(rows), where, {}, f"is not a JSON object ({err})"))
-                    continue
-                columns.update(values)
-                rows.append(RawRow(len(rows), where, values))
+        for line in read_jsonl(table):
+            where = f"{table.name} line {line.number}"
+            if line.error is not None or not isinstance(line.value, dict):
+                why = line.error or "a JSON object per line is expected"
+                rows.append(RawRow(len(rows), where, {}, f"is not a JSON object ({why})"))
+                continue
+            columns.update(line.value)
+            rows.append(RawRow(len(rows), where, line.value))
         extra = _check_columns(sorted(columns) if rows else REQUIRED_COLUMNS, table)
     else:
         raise InpaintCOCOBuildError(f"{table}: the annotation table must be .csv or .jsonl (one JSON object per line)")

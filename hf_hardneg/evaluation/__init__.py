@@ -19,8 +19,9 @@ Names are imported lazily: ``import hf_hardneg.evaluation`` costs nothing until 
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from hf_hardneg._lazy import lazy_exports
 
 _EXPORTS = {
     # metrics
@@ -109,6 +110,7 @@ _EXPORTS = {
 DEFAULT_CONCEPTS = ("object", "color", "location", "size")
 
 __all__ = sorted([*_EXPORTS, "TASK_NAMES", "DEFAULT_CONCEPTS"])
+_import_on_first_use = lazy_exports(__name__, {name: f".{module}" for name, module in _EXPORTS.items()}, globals())
 
 
 def __getattr__(name: str) -> Any:
@@ -116,12 +118,7 @@ def __getattr__(name: str) -> Any:
         from .registry import TASKS
 
         return tuple(TASKS)
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+    return _import_on_first_use(name)
 
 
 def __dir__() -> list[str]:

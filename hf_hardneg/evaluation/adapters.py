@@ -47,6 +47,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from hf_hardneg.data.jsonl import read_jsonl
+
 from .tasks import ClassificationSet, MultipleChoiceSet, PairedSet
 
 logger = logging.getLogger(__name__)
@@ -327,7 +329,7 @@ def _concat_multiple_choice(parts: Sequence[MultipleChoiceSet]) -> MultipleChoic
             skipped[key] = skipped.get(key, 0) + value
         notes.update(part.notes)
     return MultipleChoiceSet(images, image_index, candidates, labels, groups,
-                             categories if any_categories else None, skipped, notes)
+                             categories if any_categories else None, skipped=skipped, notes=notes)
 
 
 # ---------------------------------------------------------------------------
@@ -538,18 +540,21 @@ def load_winoground(source: Any = "facebook/winoground", group_by: str = "collap
             raise FileNotFoundError(f"{neither} (as a table it has the columns {table.column_names})")
         return _winoground_table(table, group_by, str(root))
     image_files = _winoground_images(examples.parent)
-    rows = [json.loads(line) for line in examples.read_text(encoding="utf-8").splitlines() if line.strip()]
     paths: list[str] = []
     slot: dict[str, int] = {}
     image0, image1, cap0, cap1, groups = [], [], [], [], []
-    for i, ex in enumerate(rows):
+    for line in read_jsonl(examples):
+        ex, where = line.value, f"{examples}, line {line.number}"
+        if line.error is not None or not isinstance(ex, dict):
+            raise ValueError(f"{where}: not a JSON object ({line.error or type(ex).__name__}); Winoground's "
+                             "examples.jsonl holds one object per line")
         missing = [k for k in ("image_0", "image_1", "caption_0", "caption_1") if k not in ex]
         if missing:
-            raise KeyError(f"{examples}, line {i + 1}: missing field(s) {missing}")
+            raise KeyError(f"{where}: missing field(s) {missing}")
         for key, target in (("image_0", image0), ("image_1", image1)):
             name = ex[key]
             if name not in image_files:
-                raise FileNotFoundError(f"{examples}, line {i + 1}: image {name!r} not found as {name}.png "
+                raise FileNotFoundError(f"{where}: image {name!r} not found as {name}.png "
                                         f"under {examples.parent}")
             if name not in slot:
                 slot[name] = len(paths)

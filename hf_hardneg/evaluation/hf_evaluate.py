@@ -35,18 +35,19 @@ def _classes():
     except ImportError as err:  # pragma: no cover
         raise ImportError("the evaluate wrappers need the `evaluate` package: pip install evaluate") from err
 
+    def metric_info(description: str, inputs_description: str, **features) -> "evaluate.MetricInfo":
+        return evaluate.MetricInfo(description=description, citation=_CITATION, inputs_description=inputs_description,
+                                   features=datasets.Features(features))
+
     class CandidateRanking(evaluate.Metric):
         """Top-1 accuracy of the referenced candidate among per-example score lists (ties lose)."""
 
         def _info(self):
-            return evaluate.MetricInfo(
-                description="Fraction of examples whose correct candidate scores strictly highest "
-                            "(by more than tie_tolerance). Concept accuracy, SugarCrepe, ARO.",
-                citation=_CITATION,
-                inputs_description="predictions: list of per-candidate scores per example; "
-                                   "references: index of the correct candidate.",
-                features=datasets.Features({"predictions": datasets.Sequence(datasets.Value("float64")),
-                                            "references": datasets.Value("int64")}),
+            return metric_info(
+                "Fraction of examples whose correct candidate scores strictly highest (by more than "
+                "tie_tolerance). Concept accuracy, SugarCrepe, ARO.",
+                "predictions: list of per-candidate scores per example; references: index of the correct candidate.",
+                predictions=datasets.Sequence(datasets.Value("float64")), references=datasets.Value("int64"),
             )
 
         def _compute(self, predictions, references, tie_tolerance: float = DEFAULT_TIE_TOLERANCE):
@@ -60,12 +61,11 @@ def _classes():
         """Winoground text/image/group scores; image score = InpaintCOCO Equation (1)."""
 
         def _info(self):
-            return evaluate.MetricInfo(
-                description="For 2 images x 2 captions: text score (each image prefers its caption), image "
-                            "score (each caption prefers its image), group score (both).",
-                citation=_CITATION,
-                inputs_description="predictions: [s(i0,c0), s(i0,c1), s(i1,c0), s(i1,c1)] per example.",
-                features=datasets.Features({"predictions": datasets.Sequence(datasets.Value("float64"))}),
+            return metric_info(
+                "For 2 images x 2 captions: text score (each image prefers its caption), image score (each "
+                "caption prefers its image), group score (both).",
+                "predictions: [s(i0,c0), s(i0,c1), s(i1,c0), s(i1,c1)] per example.",
+                predictions=datasets.Sequence(datasets.Value("float64")),
             )
 
         def _compute(self, predictions, tie_tolerance: float = DEFAULT_TIE_TOLERANCE):

@@ -19,8 +19,8 @@ encoded once even when many examples share it.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Iterable, Sequence
 
 import torch
 
@@ -85,13 +85,52 @@ def _compact_images(images: Sequence, *index_lists: list[int]) -> tuple[Sequence
     return IndexedView(images, used), [[slot[i] for i in lst] for lst in index_lists]
 
 
+@dataclass
+class _ExampleColumns:
+    """What the example sets share: the images, columns of one entry per example, ``skipped`` and ``notes``.
+
+    ``_columns`` names the per-example columns, checked and subsampled together; the first gives the
+    number of examples, and an optional one may be None. ``images`` is indexed by the examples and
+    stays whole in a subset. ``skipped`` counts examples left out and why; ``notes`` says how the
+    data was read; both go into the results.
+    """
+
+    images: Sequence
+    skipped: dict[str, int] = field(default_factory=dict, kw_only=True)
+    notes: dict[str, Any] = field(default_factory=dict, kw_only=True)
+
+    _columns: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self):
+        self._check_lengths()
+
+    def _check_lengths(self) -> None:
+        n = len(self)
+        for name in self._columns[1:]:
+            column = getattr(self, name)
+            if column is not None and len(column) != n:
+                raise ValueError(f"{name} has {len(column)} entries for {n} examples")
+
+    def __len__(self) -> int:
+        return len(getattr(self, self._columns[0]))
+
+    def subset(self, max_examples: int | None, seed: int = 0):
+        """A seeded random subset of at most ``max_examples`` examples (all when None)."""
+        keep = _subsample(len(self), max_examples, seed)
+        if len(keep) == len(self):
+            return self
+        picked = {name: None if (column := getattr(self, name)) is None else [column[i] for i in keep]
+                  for name in self._columns}
+        return replace(self, **picked, skipped=dict(self.skipped), notes=dict(self.notes))
+
+
 # ---------------------------------------------------------------------------
 # Multiple choice: image -> which caption?
 # ---------------------------------------------------------------------------
 
 
 @dataclass
-class MultipleChoiceSet:
+class MultipleChoiceSet(_ExampleColumns):
     """Examples of one image and candidate captions, exactly one of them correct.
 
     ``groups`` name what the averages are taken over (a concept, a benchmark
@@ -102,39 +141,21 @@ class MultipleChoiceSet:
     ARO's images were cropped to their boxes) and goes into the results.
     """
 
-    images: Sequence
     image_index: list[int]
     candidates: list[list[str]]
     labels: list[int]
     groups: list[str]
     categories: list[str] | None = None
-    skipped: dict[str, int] = field(default_factory=dict)
-    notes: dict[str, Any] = field(default_factory=dict)
+
+    _columns = ("image_index", "candidates", "labels", "groups", "categories")
 
     def __post_init__(self):
-        n = len(self.image_index)
-        for name in ("candidates", "labels", "groups"):
-            if len(getattr(self, name)) != n:
-                raise ValueError(f"{name} has {len(getattr(self, name))} entries for {n} examples")
-        if self.categories is not None and len(self.categories) != n:
-            raise ValueError(f"categories has {len(self.categories)} entries for {n} examples")
+        super().__post_init__()
         for i, (cands, label) in enumerate(zip(self.candidates, self.labels)):
             if len(cands) < 2:
                 raise ValueError(f"example {i} has {len(cands)} candidate caption(s); at least 2 are needed")
             if not 0 <= label < len(cands):
                 raise ValueError(f"example {i}: label {label} is not an index into its {len(cands)} candidates")
-
-    def __len__(self) -> int:
-        return len(self.image_index)
-
-    def subset(self, max_examples: int | None, seed: int = 0) -> "MultipleChoiceSet":
-        """A seeded random subset of at most ``max_examples`` examples (all when None)."""
-        keep = _subsample(len(self), max_examples, seed)
-        if len(keep) == len(self):
-            return self
-        pick = lambda seq: None if seq is None else [seq[i] for i in keep]  # noqa: E731
-        return MultipleChoiceSet(self.images, pick(self.image_index), pick(self.candidates), pick(self.labels),
-                                 pick(self.groups), pick(self.categories), dict(self.skipped), dict(self.notes))
 
     @property
     def chance(self) -> float:
@@ -201,38 +222,20 @@ def score_multiple_choice(embedder: Embedder, mc: MultipleChoiceSet, tie_toleran
 
 
 @dataclass
-class PairedSet:
+class PairedSet(_ExampleColumns):
     """Examples of two images and two captions; image ``k`` belongs with caption ``k``.
 
     For InpaintCOCO, index 0 is the original COCO image/caption and 1 the
     inpainted image with its new caption.
     """
 
-    images: Sequence
     image0: list[int]
     image1: list[int]
     caption0: list[str]
     caption1: list[str]
     groups: list[str]
-    skipped: dict[str, int] = field(default_factory=dict)
-    notes: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self):
-        n = len(self.image0)
-        for name in ("image1", "caption0", "caption1", "groups"):
-            if len(getattr(self, name)) != n:
-                raise ValueError(f"{name} has {len(getattr(self, name))} entries for {n} examples")
-
-    def __len__(self) -> int:
-        return len(self.image0)
-
-    def subset(self, max_examples: int | None, seed: int = 0) -> "PairedSet":
-        keep = _subsample(len(self), max_examples, seed)
-        if len(keep) == len(self):
-            return self
-        pick = lambda seq: [seq[i] for i in keep]  # noqa: E731
-        return PairedSet(self.images, pick(self.image0), pick(self.image1), pick(self.caption0),
-                         pick(self.caption1), pick(self.groups), dict(self.skipped), dict(self.notes))
+    _columns = ("image0", "image1", "caption0", "caption1", "groups")
 
 
 def score_paired(embedder: Embedder, ps: PairedSet, tie_tolerance: float | None = None, desc: str = "pairs") -> dict:
@@ -275,7 +278,7 @@ def paired_result(scores: PairedScores, ps: PairedSet) -> dict:
 
 
 @dataclass
-class TripletSet:
+class TripletSet(_ExampleColumns):
     """Examples of one image, two captions true of it (``positive1``, ``positive2``) and one false (``negative``).
 
     Scored as SugarCrepe++ defines it: the image-to-text score (ITT) needs both
@@ -284,31 +287,13 @@ class TripletSet:
     image never looked at.
     """
 
-    images: Sequence
     image_index: list[int]
     positive1: list[str]
     positive2: list[str]
     negative: list[str]
     groups: list[str]
-    skipped: dict[str, int] = field(default_factory=dict)
-    notes: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self):
-        n = len(self.image_index)
-        for name in ("positive1", "positive2", "negative", "groups"):
-            if len(getattr(self, name)) != n:
-                raise ValueError(f"{name} has {len(getattr(self, name))} entries for {n} examples")
-
-    def __len__(self) -> int:
-        return len(self.image_index)
-
-    def subset(self, max_examples: int | None, seed: int = 0) -> "TripletSet":
-        keep = _subsample(len(self), max_examples, seed)
-        if len(keep) == len(self):
-            return self
-        pick = lambda seq: [seq[i] for i in keep]  # noqa: E731
-        return TripletSet(self.images, pick(self.image_index), pick(self.positive1), pick(self.positive2),
-                          pick(self.negative), pick(self.groups), dict(self.skipped), dict(self.notes))
+    _columns = ("image_index", "positive1", "positive2", "negative", "groups")
 
 
 def triplet_correct(image_sims: torch.Tensor, text_sims: torch.Tensor,

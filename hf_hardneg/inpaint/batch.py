@@ -24,7 +24,6 @@ give ``sample_id`` when rows may be reordered or the plan renamed between runs.
 from __future__ import annotations
 
 import difflib
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,8 +32,9 @@ from typing import Any, Iterable
 
 from PIL import Image
 
+from hf_hardneg.data.jsonl import read_jsonl
 from hf_hardneg.inpaint.catalog import CocoCatalog
-from hf_hardneg.inpaint.export import ExportFolder, SavedEdit
+from hf_hardneg.inpaint.export import EditRequest, ExportFolder, SavedEdit
 from hf_hardneg.inpaint.models import ClipSegMasker, Inpainter
 from hf_hardneg.inpaint.rules import (
     RuleViolation,
@@ -72,25 +72,11 @@ class PlanDefaults:
 
 
 @dataclass(frozen=True)
-class PlanEdit:
-    """A checked plan row, ready to run."""
+class PlanEdit(EditRequest):
+    """A checked plan row, ready to run: the edit, where the plan holds it and the seed it draws with."""
 
     where: str
-    sample_id: str
-    coco_image_id: int
-    concept: str
-    coco_caption: str
-    inpaint_caption: str
-    quality: str
-    mask_prompt: str
-    inpaint_prompt: str
-    coco_category: str | None
-    mask_threshold: float
-    mask_dilate_x: int
-    mask_dilate_y: int
     seed: int
-    guidance_scale: float
-    num_inference_steps: int
 
 
 @dataclass
@@ -127,17 +113,12 @@ def read_plan(path: Path) -> list[tuple[str, dict[str, Any] | str]]:
     if not path.is_file():
         raise FileNotFoundError(f"plan not found: {path}")
     out: list[tuple[str, dict[str, Any] | str]] = []
-    with path.open(encoding="utf-8-sig") as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            where = f"{path.name} line {number}"
-            try:
-                row = json.loads(text)
-            except ValueError as err:
-                out.append((where, f"is not valid JSON ({err})"))
-                continue
-            out.append((where, row if isinstance(row, dict) else "is not a JSON object"))
+    for line in read_jsonl(path):
+        where = f"{path.name} line {line.number}"
+        if line.error is not None:
+            out.append((where, f"is not valid JSON ({line.error})"))
+        else:
+            out.append((where, line.value if isinstance(line.value, dict) else "is not a JSON object"))
     return out
 
 
@@ -282,13 +263,8 @@ def run_plan(
             resolution=defaults.resolution,
         )
         saved = SavedEdit(
-            sample_id=edit.sample_id, coco_image_id=edit.coco_image_id, concept=edit.concept,
-            coco_caption=edit.coco_caption, inpaint_caption=edit.inpaint_caption, quality=edit.quality,
-            mask_prompt=edit.mask_prompt, inpaint_prompt=edit.inpaint_prompt, coco_category=edit.coco_category,
-            mask_threshold=edit.mask_threshold, mask_dilate_x=edit.mask_dilate_x, mask_dilate_y=edit.mask_dilate_y,
-            mask_model=masker.model_id, inpaint_model=inpainter.model_id, inpaint_seed=candidate.seed,
-            guidance_scale=edit.guidance_scale, num_inference_steps=edit.num_inference_steps, annotator=annotator,
-            annotation_seconds=time.monotonic() - started,
+            **edit.request_fields(), mask_model=masker.model_id, inpaint_model=inpainter.model_id,
+            inpaint_seed=candidate.seed, annotator=annotator, annotation_seconds=time.monotonic() - started,
         )
         export.add(saved, candidate.image, mask.image)
         report.written.append(edit.sample_id)

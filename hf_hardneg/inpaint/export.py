@@ -20,16 +20,17 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from hf_hardneg.data.inpaintcoco_export import OPTIONAL_COLUMNS, REQUIRED_COLUMNS
+from hf_hardneg.data.jsonl import read_jsonl
 from hf_hardneg.inpaint.files import atomic_write_bytes, atomic_write_png
 
-__all__ = ["TABLE_NAME", "ExportFolder", "SavedEdit"]
+__all__ = ["TABLE_NAME", "EditRequest", "ExportFolder", "SavedEdit"]
 
 TABLE_NAME = "annotations.jsonl"
 LOCK_NAME = ".hf-hardneg-inpaint.lock"
@@ -37,8 +38,12 @@ COLUMNS: tuple[str, ...] = (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)
 
 
 @dataclass(frozen=True)
-class SavedEdit:
-    """Everything one sample of the export records (the table row is :meth:`row`)."""
+class EditRequest:
+    """What an edit asks for: the photograph and concept, both captions, the prompts and the mask settings.
+
+    A checked plan row is one (:class:`hf_hardneg.inpaint.batch.PlanEdit`); a saved sample
+    (:class:`SavedEdit`) adds what running it produced.
+    """
 
     sample_id: str
     coco_image_id: int
@@ -52,11 +57,21 @@ class SavedEdit:
     mask_threshold: float
     mask_dilate_x: int
     mask_dilate_y: int
+    guidance_scale: float
+    num_inference_steps: int
+
+    def request_fields(self) -> dict[str, Any]:
+        """This edit's :class:`EditRequest` fields by name (a subclass's own fields left out)."""
+        return {f.name: getattr(self, f.name) for f in fields(EditRequest)}
+
+
+@dataclass(frozen=True)
+class SavedEdit(EditRequest):
+    """Everything one sample of the export records (the table row is :meth:`row`)."""
+
     mask_model: str
     inpaint_model: str
     inpaint_seed: int
-    guidance_scale: float
-    num_inference_steps: int
     annotator: str
     annotation_seconds: float
 
@@ -129,17 +144,13 @@ class ExportFolder:
         if not self.table.exists():
             return []
         rows = []
-        for number, line in enumerate(self.table.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                if not isinstance(row, dict) or "sample_id" not in row:
-                    raise ValueError("a JSON object with a sample_id is expected")
-            except ValueError as err:
+        for line in read_jsonl(self.table):
+            row = line.value
+            if line.error is not None or not isinstance(row, dict) or "sample_id" not in row:
+                why = line.error or "a JSON object with a sample_id is expected"
                 raise ValueError(
-                    f"{self.table} line {number} cannot be read ({err}); fix or delete that line, then start again"
-                ) from None
+                    f"{self.table} line {line.number} cannot be read ({why}); fix or delete that line, then start again"
+                )
             rows.append(row)
         return rows
 

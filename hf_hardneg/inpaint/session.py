@@ -25,18 +25,11 @@ import numpy as np
 from PIL import Image
 
 from hf_hardneg.concepts import Concept
+from hf_hardneg.inpaint import rules
 from hf_hardneg.inpaint.catalog import CocoCatalog, CocoPhoto, ImagePool
 from hf_hardneg.inpaint.export import ExportFolder, SavedEdit
 from hf_hardneg.inpaint.files import atomic_write_json
 from hf_hardneg.inpaint.models import Candidate, ClipSegMasker, Inpainter, Mask
-from hf_hardneg.inpaint.rules import (
-    check_coco_caption,
-    check_concept,
-    check_licence,
-    check_new_caption,
-    check_object_change,
-    check_quality,
-)
 
 __all__ = ["AnnotationSession", "GenerationSettings", "Task"]
 
@@ -91,7 +84,7 @@ class AnnotationSession:
         settings: GenerationSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
-        self.concept = check_concept(concept)
+        self.concept = rules.check_concept(concept)
         if not annotator or not annotator.strip():
             raise ValueError("give an annotator id (--annotator, e.g. your initials); it is saved with every sample")
         if self.concept == "object" and not catalog.has_instances:
@@ -157,7 +150,7 @@ class AnnotationSession:
             if not remaining:
                 return None
             photo = self.catalog.photo(remaining[0])
-            check_licence(photo)  # the pool never holds one; checked again because this is what gets edited
+            rules.check_licence(photo)  # the pool never holds one; checked again because this is what gets edited
             self._task = Task(photo, self._clock())
         return self._task
 
@@ -240,15 +233,15 @@ class AnnotationSession:
     ) -> dict[str, Any]:
         """Check the rules, write the chosen candidate, its mask and the table row; move to the next photograph."""
         task = self._require(image_id)
-        check_licence(task.photo)
+        rules.check_licence(task.photo)
         if task.mask is None or not task.candidates:
             raise ValueError("nothing to save yet: make a mask and inpaint candidates first")
         if not 0 <= int(choice) < len(task.candidates):
             raise ValueError(f"choose one of the {len(task.candidates)} candidates (1-{len(task.candidates)})")
-        quality = check_quality(quality)
-        original, new = check_new_caption(coco_caption, inpaint_caption)
-        original = check_coco_caption(task.photo, original)
-        change = check_object_change(
+        quality = rules.check_quality(quality)
+        original, new = rules.check_new_caption(coco_caption, inpaint_caption)
+        original = rules.check_coco_caption(task.photo, original)
+        change = rules.check_object_change(
             self.catalog, task.photo, self.concept, task.mask.prompt, task.inpaint_prompt or "", category, replacement
         )
         candidate = task.candidates[int(choice)]
