@@ -10,11 +10,20 @@ them (the layout of the paper's Tables 1 and 7).
 
 from __future__ import annotations
 
+import argparse
 import logging
 import re
 from pathlib import Path
 
 from hf_hardneg.commands import add_command, add_evaluation_arguments, evaluation_options, non_negative_float
+
+
+def _tie_tolerance(value: str) -> float:
+    try:
+        return non_negative_float(value)
+    except argparse.ArgumentTypeError as err:
+        raise argparse.ArgumentTypeError(f"{err} (a negative margin would let ties count as correct and flatter "
+                                         "a model that cannot tell candidates apart)") from None
 
 
 def register(subparsers) -> None:
@@ -30,9 +39,9 @@ def register(subparsers) -> None:
     p.add_argument("--autocast", choices=["fp16", "bf16"], default=None, help="encode under torch.autocast")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
                    help="load weights in this precision")
-    p.add_argument("--tie-tolerance", type=non_negative_float, default=None,
-                   help="cosine margin within which candidates tie (ties count against the correct one, so a "
-                        "model that cannot tell candidates apart is not flattered); default depends on precision")
+    p.add_argument("--tie-tolerance", type=_tie_tolerance, default=None,
+                   help="cosine margin within which candidates tie (ties count against the correct one); "
+                        "default depends on precision")
     p.add_argument("--text-prior", metavar="CAPTIONS_FILE", default=None,
                    help="also score each task's items with a caption-only n-gram prior fitted on this captions file "
                         "(e.g. COCO captions_train2017.json): the text-only control, reported beside the model")

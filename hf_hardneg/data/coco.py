@@ -15,7 +15,7 @@ from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from hf_hardneg.data.jsonl import read_jsonl
+from hf_hardneg.data.jsonl import read_jsonl, read_utf8
 
 if TYPE_CHECKING:
     import datasets
@@ -259,10 +259,7 @@ def read_captions(path: str | PathLike[str]) -> list[CaptionRecord]:
             else:
                 records.append(CaptionRecord(item, where))
         return records
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    lines = read_utf8(path, encoding="utf-8").splitlines()
     return [CaptionRecord(line, f"line {n}") for n, line in enumerate(lines, start=1)]
 
 

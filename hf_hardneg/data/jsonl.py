@@ -13,7 +13,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["JsonLine", "read_jsonl"]
+__all__ = ["JsonLine", "read_jsonl", "read_utf8"]
 
 
 @dataclass(frozen=True)
@@ -25,14 +25,17 @@ class JsonLine:
     error: json.JSONDecodeError | None = None
 
 
-def read_jsonl(path: str | PathLike[str]) -> Iterator[JsonLine]:
-    """The non-blank lines of ``path`` in order; raises ``ValueError`` naming the file if it is not UTF-8."""
-    path = Path(path)
+def read_utf8(path: str | PathLike[str], encoding: str = "utf-8-sig") -> str:
+    """The text of ``path``; a file that is not UTF-8 raises ``ValueError`` naming it and the byte."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        return Path(path).read_text(encoding=encoding)
     except UnicodeDecodeError as err:
         raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-    for number, line in enumerate(text.splitlines(), start=1):
+
+
+def read_jsonl(path: str | PathLike[str]) -> Iterator[JsonLine]:
+    """The non-blank lines of ``path`` in order; raises ``ValueError`` naming the file if it is not UTF-8."""
+    for number, line in enumerate(read_utf8(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
